@@ -1,0 +1,1 @@
+"""uq_guard: know when not to trust your LLM."""

@@ -1,0 +1,104 @@
+"""``GuardConfig``: every knob of a guarded call, validated at construction.
+
+A bad value fails immediately with a message that names the field and the
+allowed values, never halfway through a call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from uq_guard._exceptions import ConfigurationError
+
+Policy = Literal["annotate", "abstain", "fallback", "raise", "best_of"]
+Perturbation = Literal["paraphrase", "none"]
+SimilarityName = Literal["shifted_cosine", "abs_cosine"]
+SimilarityFn = Callable[[list[str]], np.ndarray]
+
+POLICIES: tuple[str, ...] = ("annotate", "abstain", "fallback", "raise", "best_of")
+DEFAULT_REFUSAL = (
+    "I'm not confident enough to answer that reliably. "
+    "Please rephrase, add detail, or check an authoritative source."
+)
+
+
+class GuardConfig(BaseModel):
+    """How a guarded call samples, scores and decides.
+
+    Cost: a call makes one reply request, (when perturbing) one paraphrase
+    request, and ``n_perturbations + 1`` sample requests of ``n_samples``
+    answers each.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+    # --- sampling budget -------------------------------------------------
+    n_perturbations: int = Field(9, ge=0, le=100, description="Perturbed prompts m (0 = samples only).")
+    n_samples: int = Field(5, ge=1, le=100, description="Answers r sampled per prompt.")
+    temperature: float = Field(0.7, gt=0.0, le=5.0, description="Sampling temperature (never 0).")
+    max_tokens: int = Field(128, ge=1, description="Cap on tokens of each sampled answer.")
+    perturbation: Perturbation = "paraphrase"
+
+    # --- scoring ---------------------------------------------------------
+    similarity: SimilarityName | SimilarityFn = "shifted_cosine"
+    n_bootstrap: int = Field(30, ge=0, le=10_000, description="Bootstrap draws B (0 = plain value).")
+    seed: int = 0
+    cluster_threshold: float = Field(
+        0.85, ge=0.0, le=1.0, description="Cosine at or above which two answers share a meaning."
+    )
+
+    # --- embeddings ------------------------------------------------------
+    embedding_model: str | None = Field(
+        None, description="sentence-transformers name or path; None = bundled all-MiniLM-L6-v2."
+    )
+    device: str | None = Field(None, description="'cuda', 'mps', 'cpu' or None for automatic.")
+
+    # --- policy ----------------------------------------------------------
+    policy: Policy = "annotate"
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="Act when confidence < threshold.")
+    abstain_message: str = DEFAULT_REFUSAL
+
+    # --- cost control and robustness ---------------------------------------
+    max_concurrency: int = Field(8, ge=1, le=1024)
+    timeout_s: float | None = Field(120.0, gt=0, description="Per model call; None = no limit.")
+    max_retries: int = Field(3, ge=0, le=20, description="Retries of retryable failures only.")
+    retry_wait_s: float = Field(0.5, ge=0.0, description="First backoff; doubles each retry.")
+    strict: bool = Field(False, description="Raise instead of degrading the report.")
+    include_samples: bool = Field(False, description="Put the sampled answers in the report.")
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _known_policy(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in POLICIES:
+            raise ValueError(f"unknown policy {value!r}; choose one of {', '.join(POLICIES)}")
+        return value
+
+    @classmethod
+    def build(cls, config: GuardConfig | None = None, **overrides: Any) -> GuardConfig:
+        """Make a config from an optional base and keyword overrides.
+
+        Raises:
+            ConfigurationError: naming each bad field, its value and what is allowed.
+        """
+        try:
+            if config is None:
+                return cls(**overrides)
+            return cls(**{**config.model_dump(), **overrides}) if overrides else config
+        except ValidationError as exc:
+            raise ConfigurationError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            known = ", ".join(sorted(GuardConfig.model_fields))
+            msg = f"unknown setting; known settings are: {known}"
+        parts.append(f"{where}={err.get('input')!r}: {msg}")
+    return "invalid GuardConfig: " + "; ".join(parts)

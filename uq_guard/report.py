@@ -1,0 +1,78 @@
+"""``UncertaintyReport``: what a guarded call found, JSON-clean.
+
+Its ``model_dump()`` is what the integrations attach to replies (LangChain's
+``response_metadata["uq_guard"]``, for instance).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Decision = Literal["answer", "abstain", "fallback", "best_of"]
+
+#: Scores in ``UncertaintyReport.scores`` where a *higher* value means *more*
+#: confidence; every other score is an uncertainty (higher = less sure).
+CONFIDENCE_LIKE_SCORES = frozenset({"max_output_mass"})
+
+
+class Cost(BaseModel):
+    """What the certainty cost, all calls of the guarded call together."""
+
+    model_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class UncertaintyReport(BaseModel):
+    """The uncertainty of one reply and what the policy did with it.
+
+    Attributes:
+        confidence: 0..1, higher = trust the reply more.
+        uncertainty: the primary method's raw uncertainty (higher = less sure).
+        method: the scorer that gave ``confidence`` (``inv_entropy`` normally,
+            ``degree`` when there were no perturbations).
+        scores: every scorer that ran, by name (uncertainties except those in
+            ``CONFIDENCE_LIKE_SCORES``).
+        decision: what was returned: the reply, an abstention, a fallback
+            model's reply or the best-supported sample.
+        calibrated: True when ``confidence`` is a fitted P(correct).
+        reply: the text returned to the user (after the policy).
+        original_reply: the model's own reply when the policy replaced it.
+        perturbations: the perturbed prompts x_1..x_m that were used.
+        n_prompts / n_samples: prompts (x_0 included) and answers scored.
+        n_failed: sample answers that failed and were left out.
+        degraded / degraded_reasons: something went wrong but the reply stands.
+        fallback: the fallback model's own report, when it ran.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    confidence: float = Field(ge=0.0, le=1.0)
+    uncertainty: float
+    method: str
+    scores: dict[str, float] = Field(default_factory=dict)
+    decision: Decision = "answer"
+    policy: str = "annotate"
+    threshold: float = 0.5
+    calibrated: bool = False
+    reply: str = ""
+    original_reply: str | None = None
+    perturbation_method: str = "none"
+    perturbations: list[str] = Field(default_factory=list)
+    n_perturbations_requested: int = 0
+    n_prompts: int = 0
+    n_samples: int = 0
+    n_failed: int = 0
+    samples: list[list[str]] | None = None
+    cost: Cost = Field(default_factory=Cost)
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    degraded: bool = False
+    degraded_reasons: list[str] = Field(default_factory=list)
+    fallback: UncertaintyReport | None = None
+
+    @property
+    def abstained(self) -> bool:
+        return self.decision == "abstain"
