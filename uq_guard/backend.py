@@ -14,6 +14,7 @@ adapters convert to and from their native types.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -123,3 +124,12 @@ async def fan_out(
                 return Generation(error=exc)
 
     return list(await asyncio.gather(*(guarded(r) for r in requests)))
+
+
+def is_backend(obj: object) -> bool:
+    """Whether ``obj`` implements :class:`Backend` (an *async* ``generate``).
+
+    Stricter than ``isinstance(obj, Backend)``, which only checks that a
+    ``generate`` attribute exists: LangChain models have a sync one.
+    """
+    return inspect.iscoroutinefunction(getattr(obj, "generate", None))

@@ -1,0 +1,164 @@
+"""Retries of failed model requests: the one place they live.
+
+A backend reports failures per request; :func:`generate_with_retries` sends
+the retryable ones again (with exponential backoff that honours a server's
+``Retry-After``) and leaves the rest failed. Which errors are retryable is
+decided by duck typing, so the engine needs no SDK import: rate limits,
+timeouts, connection errors and 5xx are; bad requests and auth errors are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from uq_guard.backend import Backend, Generation, GenerationRequest
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+RETRYABLE_NAMES = frozenset(
+    {"RateLimitError", "APITimeoutError", "APIConnectionError", "InternalServerError",
+     "ServiceUnavailableError", "Timeout", "ConnectError", "ReadTimeout"}
+)
+
+
+def _status_code(exc: BaseException) -> int | None:
+    for owner in (exc, getattr(exc, "response", None)):
+        code = getattr(owner, "status_code", None)
+        if isinstance(code, int):
+            return code
+    return None
+
+
+def is_retryable(exc: BaseException | None) -> bool:
+    """Whether sending the same request again may succeed."""
+    if exc is None:
+        return False
+    explicit = getattr(exc, "retryable", None)
+    if isinstance(explicit, bool):
+        return explicit
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError)):
+        return True
+    if any(cls.__name__ in RETRYABLE_NAMES for cls in type(exc).__mro__):
+        return True
+    code = _status_code(exc)
+    return code is not None and code in RETRYABLE_STATUS
+
+
+def retry_after_seconds(exc: BaseException | None) -> float | None:
+    """The server's ``Retry-After`` (seconds) carried by an exception, if any."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if headers is None:
+        return None
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+async def generate_with_retries(
+    backend: Backend,
+    requests: Sequence[GenerationRequest],
+    *,
+    max_retries: int,
+    first_wait_s: float,
+    timeout_s: float | None,
+    max_wait_s: float = 30.0,
+) -> list[Generation]:
+    """Answer ``requests``; resend the retryable failures up to ``max_retries`` times.
+
+    Never raises for a failed request: the last failure stays in its
+    ``Generation.error``. A backend that raises as a whole counts as every
+    request failing with that exception. Usage of failed attempts is kept.
+    """
+    results: list[Generation] = [Generation() for _ in requests]
+    spent = [Generation().usage for _ in requests]
+    pending = list(range(len(requests)))
+    backoff = wait_exponential(multiplier=first_wait_s, max=max_wait_s)
+
+    def wait(state: RetryCallState) -> float:
+        hinted = [retry_after_seconds(results[i].error) for i in pending]
+        server_says = max((h for h in hinted if h is not None), default=0.0)
+        return min(max_wait_s, max(backoff(state), server_says))
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(max_retries + 1),
+        wait=wait,
+        retry=retry_if_result(bool),
+        # Out of attempts: stop quietly; the failures stay in ``results``.
+        retry_error_callback=lambda state: None,
+    )
+    async for attempt in retrying:
+        with attempt:
+            batch = [requests[i] for i in pending]
+            answers = await _generate_round(backend, batch, timeout_s)
+            for index, answer in zip(pending, answers, strict=True):
+                spent[index] = spent[index] + answer.usage
+                results[index] = answer
+            # Only wholly failed requests are resent; a partial one keeps what it got.
+            pending = [i for i in pending
+                       if not results[i].texts and is_retryable(results[i].error)]
+            if pending and attempt.retry_state.attempt_number <= max_retries:
+                logger.info("retrying %d failed request(s): %s", len(pending),
+                            results[pending[0]].error)
+        attempt.retry_state.set_result(pending)  # tenacity's pattern for retry_if_result
+    for index, result in enumerate(results):
+        result.usage = spent[index]
+    return results
+
+
+async def _generate_round(
+    backend: Backend, requests: Sequence[GenerationRequest], timeout_s: float | None
+) -> list[Generation]:
+    # The per-request timeout is the backend's job; this outer limit only
+    # stops a backend that hangs as a whole (one batched local generate).
+    outer = None if timeout_s is None else timeout_s * max(1, len(requests))
+    try:
+        answers = await asyncio.wait_for(backend.generate(list(requests)), outer)
+    except asyncio.TimeoutError:
+        error = TimeoutError(f"model round of {len(requests)} request(s) timed out")
+        return [Generation(error=error) for _ in requests]
+    except Exception as exc:
+        return [Generation(error=exc) for _ in requests]
+    if len(answers) != len(requests):
+        error = RuntimeError(
+            f"backend returned {len(answers)} generations for {len(requests)} requests")
+        return [Generation(error=error) for _ in requests]
+    return answers
+
+
+class RetryingBackend:
+    """A :class:`Backend` that retries the retryable failures of another one."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        max_retries: int,
+        first_wait_s: float,
+        timeout_s: float | None,
+    ) -> None:
+        self.backend = backend
+        self.max_retries = max_retries
+        self.first_wait_s = first_wait_s
+        self.timeout_s = timeout_s
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        return await generate_with_retries(
+            self.backend,
+            requests,
+            max_retries=self.max_retries,
+            first_wait_s=self.first_wait_s,
+            timeout_s=self.timeout_s,
+        )

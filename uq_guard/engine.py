@@ -1,0 +1,337 @@
+"""``Guard``: perturb -> sample -> embed -> score -> decide, for one chat call.
+
+Model calls go through the :class:`~uq_guard.backend.Backend` seam in two
+rounds: the reply and the perturbations together, then every sample in one
+batch. Failed samples are retried when retryable, then left out and
+reported; only a failed *reply* raises (:class:`GenerationError`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from uq_guard._exceptions import (
+    ConfigurationError,
+    DegradedResultError,
+    GenerationError,
+    UncertaintyAbstention,
+)
+from uq_guard._messages import normalize_messages, user_prompt, with_user_prompt
+from uq_guard._retry import RetryingBackend
+from uq_guard._sync import run_sync
+from uq_guard.backend import (
+    Backend,
+    Generation,
+    GenerationRequest,
+    Message,
+    Usage,
+    is_backend,
+)
+from uq_guard.config import GuardConfig
+from uq_guard.embeddings import Embedder, shared_embedder
+from uq_guard.perturb import ModelParaphraser, NoPerturbation, PerturbationResult, Perturber
+from uq_guard.policies import best_supported, planned_decision
+from uq_guard.report import Cost, Decision, UncertaintyReport
+from uq_guard.scoring.suite import SampleScores, score_samples
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GuardResult:
+    """A guarded call's outcome.
+
+    Attributes:
+        text: what the user should get (the reply, a refusal, a fallback
+            reply or the best-supported sample: see ``report.decision``).
+        report: the uncertainty report.
+        reply: the model's own reply (``reply.raw[0]`` is the backend's
+            native object, an ``AIMessage`` for LangChain).
+        fallback_reply: the fallback model's reply, when it ran.
+    """
+
+    text: str
+    report: UncertaintyReport
+    reply: Generation
+    fallback_reply: Generation | None = None
+    usage: Usage = field(default_factory=Usage)
+
+    @property
+    def decision(self) -> str:
+        return self.report.decision
+
+
+@dataclass
+class _Assessment:
+    reply: Generation
+    scored: SampleScores
+    answers: list[list[str]]
+    n_failed: int
+    usage: Usage
+    timings_ms: dict[str, float]
+    notes: list[str]
+
+
+class Guard:
+    """Guard chat calls to one model with Inv-Entropy and a policy.
+
+    Args:
+        backend: the model (see :class:`~uq_guard.backend.Backend`).
+        config: a :class:`GuardConfig`; keyword ``overrides`` are applied on top.
+        embedder: defaults to the process-wide cached sentence-transformers
+            embedder of ``config.embedding_model``.
+        perturber: defaults to what ``config.perturbation`` names.
+        fallback: the backend asked when ``policy="fallback"`` acts.
+
+    Raises:
+        ConfigurationError: bad settings, or ``policy="fallback"`` without a fallback.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        config: GuardConfig | None = None,
+        *,
+        embedder: Embedder | None = None,
+        perturber: Perturber | None = None,
+        fallback: Backend | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.config = GuardConfig.build(config, **overrides)
+        if not is_backend(backend):
+            raise ConfigurationError(
+                f"backend must have an async generate(requests) method, got {type(backend)!r}")
+        if self.config.policy == "fallback" and fallback is None:
+            raise ConfigurationError("policy='fallback' needs a fallback model")
+        self.backend = backend
+        self.fallback = fallback
+        self._embedder = embedder
+        self.perturber = perturber or self._default_perturber(backend)
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = shared_embedder(self.config.embedding_model, self.config.device)
+        return self._embedder
+
+    def _retrying(self, backend: Backend) -> RetryingBackend:
+        cfg = self.config
+        return RetryingBackend(backend, max_retries=cfg.max_retries,
+                               first_wait_s=cfg.retry_wait_s, timeout_s=cfg.timeout_s)
+
+    def _default_perturber(self, backend: Backend) -> Perturber:
+        if self.config.perturbation == "none" or self.config.n_perturbations == 0:
+            return NoPerturbation()
+        return ModelParaphraser(self._retrying(backend), temperature=self.config.temperature,
+                                max_tokens=min(1024, 48 * self.config.n_perturbations + 64))
+
+    # -- public entry points ------------------------------------------------
+
+    def run(self, messages: str | Sequence[Message]) -> GuardResult:
+        """Sync twin of :meth:`arun` (safe inside a running event loop)."""
+        return run_sync(self.arun(messages))
+
+    async def arun(self, messages: str | Sequence[Message]) -> GuardResult:
+        """Answer ``messages`` and assess the answer.
+
+        Raises:
+            ConfigurationError: malformed messages.
+            GenerationError: the reply itself could not be generated.
+            UncertaintyAbstention: ``policy="raise"`` and confidence is under the threshold.
+            DegradedResultError: ``strict=True`` and something degraded the estimate.
+        """
+        started = time.perf_counter()
+        conversation = normalize_messages(messages)
+        prompt = user_prompt(conversation)
+        cfg = self.config
+
+        t = time.perf_counter()
+        perturbation = await self._perturb(prompt)
+        perturb_ms = _ms_since(t)
+        assessment = await self._assess(self.backend, conversation, prompt, perturbation)
+        assessment.timings_ms["perturb"] = perturb_ms
+        usage = perturbation.usage + assessment.usage
+        reply_text = assessment.reply.texts[0]
+        scored = assessment.scored
+
+        notes = [*perturbation.notes, *assessment.notes]
+        confidence = scored.confidence
+        if confidence is None:
+            decision: Decision = "answer"
+            notes.append("no uncertainty estimate: the reply is returned as it is")
+        else:
+            decision = planned_decision(cfg.policy, confidence, cfg.threshold)
+
+        text = reply_text
+        original_reply = None
+        fallback_report = None
+        fallback_reply = None
+        if decision == "abstain":
+            text, original_reply = cfg.abstain_message, reply_text
+        elif decision == "best_of":
+            best = best_supported([reply_text, *assessment.answers[0]],
+                                  scored.candidate_support, reply_text)
+            if best is None:
+                decision = "answer"
+            else:
+                text, original_reply = best, reply_text
+        elif decision == "fallback":
+            fallback_result = await self._run_fallback(conversation, prompt, perturbation)
+            if isinstance(fallback_result, str):
+                decision = "answer"
+                notes.append(fallback_result)
+            else:
+                fallback_reply, fallback_report = fallback_result.reply, fallback_result.report
+                text, original_reply = fallback_result.text, reply_text
+                usage = usage + fallback_result.usage
+
+        report = _report(
+            assessment, perturbation, usage=usage, notes=notes, decision=decision,
+            policy=cfg.policy, threshold=cfg.threshold, text=text,
+            original_reply=original_reply, fallback=fallback_report,
+            include_samples=cfg.include_samples,
+        )
+        report.timings_ms["total"] = _ms_since(started)
+        result = GuardResult(text=text, report=report, reply=assessment.reply,
+                             fallback_reply=fallback_reply, usage=usage)
+        if cfg.strict and report.degraded:
+            raise DegradedResultError("; ".join(notes), report)
+        if cfg.policy == "raise" and decision == "abstain":
+            native = assessment.reply.raw[0] if assessment.reply.raw else reply_text
+            raise UncertaintyAbstention(report, reply=native)
+        return result
+
+    # -- steps ------------------------------------------------------------
+
+    async def _perturb(self, prompt: str) -> PerturbationResult:
+        m = self.config.n_perturbations
+        try:
+            result = await self.perturber.perturb(prompt, m)
+        except Exception as exc:  # a broken perturber degrades to samples only
+            logger.warning("perturbation failed: %s", exc)
+            result = PerturbationResult(prompts=[], method=type(self.perturber).__name__,
+                                        n_requested=m, notes=[f"perturbation failed: {exc}"])
+        result.prompts = [p for p in result.prompts if p.strip() and p != prompt][:m]
+        return result
+
+    async def _assess(
+        self,
+        backend: Backend,
+        conversation: tuple[Message, ...],
+        prompt: str,
+        perturbation: PerturbationResult,
+    ) -> _Assessment:
+        cfg = self.config
+        retrying = self._retrying(backend)
+        prompts = [prompt, *perturbation.prompts]
+        reply_request = GenerationRequest(messages=conversation, want_logprobs=True)
+        sample_requests = [
+            GenerationRequest(messages=with_user_prompt(conversation, p), n=cfg.n_samples,
+                              temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+            for p in prompts
+        ]
+        t = time.perf_counter()
+        reply, *samples = await retrying.generate([reply_request, *sample_requests])
+        generate_ms = _ms_since(t)
+        if not reply.ok:
+            raise GenerationError(f"the model's reply failed: {reply.error or 'empty response'}",
+                                  cause=reply.error)
+
+        notes: list[str] = []
+        answers = [list(s.texts[: cfg.n_samples]) for s in samples]
+        n_failed = sum(cfg.n_samples - len(a) for a in answers)
+        if n_failed:
+            errors = {str(s.error) for s in samples if s.error is not None}
+            notes.append(f"{n_failed} of {cfg.n_samples * len(prompts)} samples failed"
+                         + (f": {'; '.join(sorted(errors))}" if errors else ""))
+
+        t = time.perf_counter()
+        scored = await asyncio.to_thread(
+            score_samples,
+            embedder=self.embedder,
+            prompts=prompts,
+            answers=answers,
+            reply=reply.texts[0],
+            similarity=cfg.similarity,
+            n_bootstrap=cfg.n_bootstrap,
+            seed=cfg.seed,
+            cluster_threshold=cfg.cluster_threshold,
+            reply_logprobs=reply.token_logprobs[0] if reply.token_logprobs else None,
+            reply_entropies=reply.token_entropies[0] if reply.token_entropies else None,
+        )
+        notes.extend(scored.notes)
+        usage = reply.usage
+        for sample in samples:
+            usage = usage + sample.usage
+        return _Assessment(
+            reply=reply, scored=scored, answers=answers, n_failed=n_failed, usage=usage,
+            timings_ms={"generate": generate_ms, "score": _ms_since(t)}, notes=notes,
+        )
+
+    async def _run_fallback(
+        self, conversation: tuple[Message, ...], prompt: str, perturbation: PerturbationResult
+    ) -> GuardResult | str:
+        """The fallback model's guarded reply, or why it could not be had."""
+        assert self.fallback is not None
+        try:
+            assessment = await self._assess(self.fallback, conversation, prompt, perturbation)
+        except GenerationError as exc:
+            return f"fallback model failed, original reply kept: {exc}"
+        report = _report(
+            assessment, perturbation, usage=assessment.usage, notes=assessment.notes,
+            decision="answer", policy="annotate", threshold=self.config.threshold,
+            text=assessment.reply.texts[0],
+        )
+        return GuardResult(text=assessment.reply.texts[0], report=report,
+                           reply=assessment.reply, usage=assessment.usage)
+
+
+def _report(
+    assessment: _Assessment,
+    perturbation: PerturbationResult,
+    *,
+    usage: Usage,
+    notes: list[str],
+    decision: Decision,
+    policy: str,
+    threshold: float,
+    text: str,
+    original_reply: str | None = None,
+    fallback: UncertaintyReport | None = None,
+    include_samples: bool = False,
+) -> UncertaintyReport:
+    scored = assessment.scored
+    has_estimate = scored.confidence is not None
+    return UncertaintyReport(
+        confidence=scored.confidence if has_estimate else 0.0,
+        uncertainty=float(scored.uncertainty) if has_estimate else 0.0,
+        method=scored.method,
+        scores=scored.scores,
+        decision=decision,
+        policy=policy,
+        threshold=threshold,
+        reply=text,
+        original_reply=original_reply,
+        perturbation_method=perturbation.method,
+        perturbations=perturbation.prompts,
+        n_perturbations_requested=perturbation.n_requested,
+        n_prompts=1 + len(perturbation.prompts),
+        n_samples=sum(len(a) for a in assessment.answers),
+        n_failed=assessment.n_failed,
+        samples=assessment.answers if include_samples else None,
+        cost=Cost(model_calls=usage.model_calls, prompt_tokens=usage.prompt_tokens,
+                  completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens),
+        timings_ms=dict(assessment.timings_ms),
+        degraded=bool(notes),
+        degraded_reasons=list(notes),
+        fallback=fallback,
+    )
+
+
+def _ms_since(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 3)

@@ -1,0 +1,157 @@
+"""Every scorer over one guarded call's samples, from a single embedding batch.
+
+:func:`score_samples` is the scoring step of the engine: it embeds the
+distinct texts once, builds the prompt and answer similarity graphs, and runs
+Inv-Entropy, the sample-only baselines and (when log-probabilities came back)
+the white-box scores. It also picks the reported confidence: Inv-Entropy's
+label-free confidence when there were perturbations, Degree otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from uq_guard.embeddings import Embedder
+from uq_guard.scoring.baselines import (
+    degree_uncertainty,
+    eccentricity_uncertainty,
+    eigv_uncertainty,
+    semantic_entropy,
+    semantic_volume,
+    support,
+)
+from uq_guard.scoring.inv_entropy import inv_entropy
+from uq_guard.scoring.similarity import check_similarity_matrix, cosine_matrix, similarity_matrix
+from uq_guard.scoring.whitebox import entropy_area_score, gnll, mean_token_entropy
+
+SimilarityOption = str | Callable[[list[str]], np.ndarray]
+
+
+@dataclass
+class SampleScores:
+    """What the scoring step found.
+
+    Attributes:
+        scores: every score that ran, by name.
+        confidence: the reported confidence in [0, 1], or None when nothing
+            could be scored (no samples).
+        uncertainty: the primary method's uncertainty.
+        method: which scorer ``confidence`` comes from.
+        candidate_support: support of the reply (first) and of each sample
+            of x_0 among those samples, for the best-of policy.
+        notes: what the report should say about degraded scoring.
+    """
+
+    scores: dict[str, float] = field(default_factory=dict)
+    confidence: float | None = None
+    uncertainty: float = float("nan")
+    method: str = "unavailable"
+    candidate_support: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    notes: list[str] = field(default_factory=list)
+
+
+def score_samples(
+    *,
+    embedder: Embedder,
+    prompts: Sequence[str],
+    answers: Sequence[Sequence[str]],
+    reply: str,
+    similarity: SimilarityOption = "shifted_cosine",
+    n_bootstrap: int = 30,
+    seed: int = 0,
+    cluster_threshold: float = 0.85,
+    reply_logprobs: Sequence[float] | None = None,
+    reply_entropies: Sequence[float] | None = None,
+) -> SampleScores:
+    """Score one call's samples.
+
+    Args:
+        embedder: turns texts into unit vectors (one batch of distinct texts).
+        prompts: x_0 (the user's prompt) then the perturbations.
+        answers: for each prompt, the answers that came back (may be short or empty).
+        reply: the reply the user gets (scored for best-of support).
+        similarity: a named similarity or a callable over texts.
+        n_bootstrap: Inv-Entropy bootstrap draws (used when a prompt has >1 answer).
+        seed: bootstrap seed.
+        cluster_threshold: cosine for semantic-entropy clusters.
+        reply_logprobs / reply_entropies: per-token values of the reply, if any.
+    """
+    result = SampleScores()
+    _add_whitebox(result.scores, reply_logprobs, reply_entropies)
+
+    pair_prompt = [k for k, group in enumerate(answers) for _ in group]
+    pair_answer = [a for group in answers for a in group]
+    if not pair_answer:
+        result.notes.append("no sampled answer came back: nothing to score")
+        return result
+
+    texts = list(dict.fromkeys([*prompts, *pair_answer, reply]))
+    position = {text: i for i, text in enumerate(texts)}
+    embeddings = embedder.encode(texts)
+    sim = _similarity(texts, embeddings, similarity)
+
+    prompt_rows = [position[prompts[k]] for k in pair_prompt]
+    answer_rows = [position[a] for a in pair_answer]
+    inv = inv_entropy(
+        sim[np.ix_(prompt_rows, prompt_rows)],
+        sim[np.ix_(answer_rows, answer_rows)],
+        groups=pair_prompt,
+        n_bootstrap=n_bootstrap if len(pair_answer) > len(set(pair_prompt)) else 0,
+        seed=seed,
+    )
+    result.scores.update(inv.as_scores())
+
+    x0_rows = [position[a] for a in answers[0]]
+    if x0_rows:
+        sim_x0 = sim[np.ix_(x0_rows, x0_rows)]
+        result.scores.update(
+            degree=degree_uncertainty(sim_x0),
+            eigv=eigv_uncertainty(sim_x0),
+            eccentricity=eccentricity_uncertainty(sim_x0),
+            semantic_entropy=semantic_entropy(
+                cosine_matrix(embeddings[x0_rows]), cluster_threshold),
+            semantic_volume=semantic_volume(embeddings[x0_rows]),
+        )
+        candidate_rows = [position[reply], *x0_rows]
+        result.candidate_support = support(sim[np.ix_(candidate_rows, candidate_rows)])
+    else:
+        result.notes.append("every sample of the original prompt failed: "
+                            "sample-only baselines were skipped")
+    distinct_prompts = sorted({position[p] for p in prompts})
+    if len(distinct_prompts) > 1:
+        result.scores["prompt_semantic_volume"] = semantic_volume(embeddings[distinct_prompts])
+
+    if len(set(pair_prompt)) > 1 and inv.confidence is not None:
+        result.method, result.confidence = "inv_entropy", inv.confidence
+        result.uncertainty = inv.inv_entropy
+    elif "degree" in result.scores:
+        result.method = "degree"
+        result.uncertainty = result.scores["degree"]
+        result.confidence = float(np.clip(1.0 - result.scores["degree"], 0.0, 1.0))
+        if len(prompts) > 1:
+            result.notes.append("perturbed prompts got no answers: confidence from Degree")
+    else:
+        result.notes.append("no answer to the original prompt: no confidence")
+    return result
+
+
+def _similarity(texts: list[str], embeddings: np.ndarray, option: SimilarityOption) -> np.ndarray:
+    if callable(option):
+        return check_similarity_matrix(option(texts), len(texts), getattr(option, "__name__",
+                                                                          "similarity"))
+    return similarity_matrix(embeddings, option)
+
+
+def _add_whitebox(
+    scores: dict[str, float],
+    logprobs: Sequence[float] | None,
+    entropies: Sequence[float] | None,
+) -> None:
+    if logprobs:
+        scores["gnll"] = gnll(logprobs)
+    if entropies:
+        scores["mean_token_entropy"] = mean_token_entropy(entropies)
+        scores["entropy_area_score"] = entropy_area_score(entropies)
