@@ -12,7 +12,7 @@ from langchain_core.callbacks import (
     CallbackManager,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -59,19 +59,25 @@ class GuardedChatModel(BaseChatModel):
           ``uq_guard_hf.HuggingFaceChatModel``), its batched ``generate`` is used.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    # Unknown keywords fail loudly: a misspelt ``treshold`` must not pass unnoticed.
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     model: Runnable = Field(description="The chat model to guard (or a runnable made from one).")
     fallback: Runnable | None = Field(None, description="Model asked when policy='fallback' acts.")
     guard_config: GuardConfig = Field(default_factory=GuardConfig)
     embedder: Any = Field(None, exclude=True, description="Custom uq_guard Embedder.")
     perturber: Any = Field(None, exclude=True, description="Custom uq_guard Perturber.")
+    stop: list[str] | None = Field(None, description="Stop sequences for every inner call.")
+    streaming: bool = Field(False, description="Accepted for LangChain compatibility; "
+                            "stream() works either way.")
 
     @model_validator(mode="before")
     @classmethod
     def _collect_guard_settings(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
+        if "timeout" in data:  # LangChain's standard name for the per-call limit
+            data["timeout_s"] = data.pop("timeout")
         settings = {k: data.pop(k) for k in list(data) if k in GuardConfig.model_fields}
         if settings or not isinstance(data.get("guard_config"), GuardConfig):
             base = data.get("guard_config")
@@ -99,14 +105,34 @@ class GuardedChatModel(BaseChatModel):
         return {"inner": params, "inner_type": type(inner).__name__,
                 **self.guard_config.model_dump(exclude={"similarity"})}
 
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        inner = _chat_model(self.model)
+        name = kwargs.get("model")
+        if not isinstance(name, str):
+            name = next((getattr(inner, a) for a in ("model_name", "model", "model_id")
+                         if isinstance(getattr(inner, a, None), str)), type(inner).__name__)
+        params = LangSmithParams(
+            ls_provider="uq_guard", ls_model_name=name, ls_model_type="chat",
+            ls_temperature=self.guard_config.temperature,
+            ls_max_tokens=self.guard_config.max_tokens,
+        )
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
+
     # -- tools ------------------------------------------------------------
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> GuardedChatModel:
-        """Bind tools to the inner model (and the fallback); calls stay guarded."""
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable:
+        """Bind tools to the inner model (and the fallback); calls stay guarded.
+
+        The inner model's own ``bind_tools`` formats the tools, so any
+        provider's tool format works. Returns a ``RunnableBinding`` around a
+        guarded copy, as LangChain expects of ``bind_tools``.
+        """
         update: dict[str, Any] = {"model": _bind_tools(self.model, tools, kwargs)}
         if self.fallback is not None:
             update["fallback"] = _bind_tools(self.fallback, tools, kwargs)
-        return self.model_copy(update=update)
+        return self.model_copy(update=update).bind()
 
     # -- the guarded call -------------------------------------------------
 
@@ -138,6 +164,7 @@ class GuardedChatModel(BaseChatModel):
     ) -> AIMessage:
         from langchain_core.messages import convert_to_openai_messages
 
+        stop = stop or self.stop
         backend = self._backend(self.model, messages, stop, callbacks, kwargs)
         fallback = (None if self.fallback is None else
                     self._backend(self.fallback, messages, stop, callbacks, kwargs))
@@ -276,6 +303,7 @@ def _chunks(message: AIMessage) -> list[ChatGenerationChunk]:
         content="" if pieces else (message.content if not isinstance(message.content, str)
                                    else ""),
         id=message.id,
+        chunk_position="last",
         response_metadata=message.response_metadata,
         usage_metadata=message.usage_metadata,
         tool_call_chunks=[

@@ -1,0 +1,43 @@
+"""The math of uq_guard: pure functions from similarity matrices and token statistics to scores.
+
+* :mod:`~uq_guard.scoring.inv_entropy`: Inv-Entropy and its companion measures;
+* :mod:`~uq_guard.scoring.similarity`: similarity matrices from embeddings;
+* :mod:`~uq_guard.scoring.baselines`: Degree, EigV, Eccentricity, semantic
+  entropy, Semantic Volume, and the support used by best-of;
+* :mod:`~uq_guard.scoring.whitebox`: G-NLL, mean token entropy, Entropy Area Score.
+"""
+
+from uq_guard.scoring.baselines import (
+    degree_uncertainty,
+    eccentricity_uncertainty,
+    eigv_uncertainty,
+    semantic_entropy,
+    semantic_volume,
+    support,
+)
+from uq_guard.scoring.inv_entropy import InvEntropyResult, inv_entropy
+from uq_guard.scoring.similarity import (
+    SIMILARITIES,
+    check_similarity_matrix,
+    cosine_matrix,
+    similarity_matrix,
+)
+from uq_guard.scoring.whitebox import entropy_area_score, gnll, mean_token_entropy
+
+__all__ = [
+    "SIMILARITIES",
+    "InvEntropyResult",
+    "check_similarity_matrix",
+    "cosine_matrix",
+    "degree_uncertainty",
+    "eccentricity_uncertainty",
+    "eigv_uncertainty",
+    "entropy_area_score",
+    "gnll",
+    "inv_entropy",
+    "mean_token_entropy",
+    "semantic_entropy",
+    "semantic_volume",
+    "similarity_matrix",
+    "support",
+]

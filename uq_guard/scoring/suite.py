@@ -29,6 +29,10 @@ from uq_guard.scoring.whitebox import entropy_area_score, gnll, mean_token_entro
 
 SimilarityOption = str | Callable[[list[str]], np.ndarray]
 
+#: What two unrelated answers (cosine 0) score under each named similarity:
+#: the "every answer unrelated" reference of the label-free confidence.
+UNRELATED_SIMILARITY = {"shifted_cosine": 0.5, "abs_cosine": 0.0}
+
 
 @dataclass
 class SampleScores:
@@ -101,6 +105,8 @@ def score_samples(
         groups=pair_prompt,
         n_bootstrap=n_bootstrap if len(pair_answer) > len(set(pair_prompt)) else 0,
         seed=seed,
+        unrelated_similarity=UNRELATED_SIMILARITY.get(similarity, 0.0)
+        if isinstance(similarity, str) else 0.0,
     )
     result.scores.update(inv.as_scores())
 
