@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 RETRYABLE_NAMES = frozenset(
     {"RateLimitError", "APITimeoutError", "APIConnectionError", "InternalServerError",
-     "ServiceUnavailableError", "Timeout", "ConnectError", "ReadTimeout"}
+     "ServiceUnavailableError", "Timeout", "ConnectError", "ReadTimeout",
+     "TimeoutException", "NetworkError", "RemoteProtocolError"}
 )
 
 
@@ -112,7 +113,8 @@ async def generate_with_retries(
             if pending and attempt.retry_state.attempt_number <= max_retries:
                 logger.info("retrying %d failed request(s): %s", len(pending),
                             results[pending[0]].error)
-        attempt.retry_state.set_result(pending)  # tenacity's pattern for retry_if_result
+        if not attempt.retry_state.outcome.failed:  # tenacity's pattern for retry_if_result
+            attempt.retry_state.set_result(pending)
     for index, result in enumerate(results):
         result.usage = spent[index]
     return results

@@ -130,6 +130,11 @@ def is_backend(obj: object) -> bool:
     """Whether ``obj`` implements :class:`Backend` (an *async* ``generate``).
 
     Stricter than ``isinstance(obj, Backend)``, which only checks that a
-    ``generate`` attribute exists: LangChain models have a sync one.
+    ``generate`` attribute exists: LangChain models have a sync one. A class
+    whose ``generate`` serves both (``uq_guard_hf.HuggingFaceChatModel``
+    returns a coroutine when given requests) says so with a class attribute
+    ``is_uq_guard_backend = True``.
     """
+    if getattr(type(obj), "is_uq_guard_backend", False):
+        return True
     return inspect.iscoroutinefunction(getattr(obj, "generate", None))

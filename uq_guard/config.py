@@ -77,6 +77,12 @@ class GuardConfig(BaseModel):
             raise ValueError(f"unknown policy {value!r}; choose one of {', '.join(POLICIES)}")
         return value
 
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigurationError(_describe(exc)) from None
+
     @classmethod
     def build(cls, config: GuardConfig | None = None, **overrides: Any) -> GuardConfig:
         """Make a config from an optional base and keyword overrides.
@@ -84,12 +90,9 @@ class GuardConfig(BaseModel):
         Raises:
             ConfigurationError: naming each bad field, its value and what is allowed.
         """
-        try:
-            if config is None:
-                return cls(**overrides)
-            return cls(**{**config.model_dump(), **overrides}) if overrides else config
-        except ValidationError as exc:
-            raise ConfigurationError(_describe(exc)) from None
+        if config is None:
+            return cls(**overrides)
+        return cls(**{**config.model_dump(), **overrides}) if overrides else config
 
 
 def _describe(exc: ValidationError) -> str:

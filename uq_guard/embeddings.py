@@ -129,7 +129,10 @@ class SentenceTransformerEmbedder:
 
     @property
     def dimension(self) -> int:
-        return int(self._load().get_sentence_embedding_dimension())
+        model = self._load()
+        getter = getattr(model, "get_embedding_dimension", None) or \
+            model.get_sentence_embedding_dimension
+        return int(getter())
 
 
 _shared: dict[tuple[str, str], SentenceTransformerEmbedder] = {}

@@ -1,8 +1,8 @@
 """``Guard``: perturb -> sample -> embed -> score -> decide, for one chat call.
 
 Model calls go through the :class:`~uq_guard.backend.Backend` seam in two
-rounds: the reply and the perturbations together, then every sample in one
-batch. Failed samples are retried when retryable, then left out and
+rounds: the perturbations (none for model-free perturbers), then the reply
+and every sample together in one batch. Failed samples are retried when retryable, then left out and
 reported; only a failed *reply* raises (:class:`GenerationError`).
 """
 

@@ -21,13 +21,14 @@ PARAPHRASE_INSTRUCTION = (
     "Question: {prompt}"
 )
 
-_LIST_MARKER = re.compile(r"^\s*(?:[-*•·]+|\(?\d{1,3}\s*[.):\]]|\d{1,3}\s+-)\s*")
+_LIST_MARKER = re.compile(r"^\s*(?:[-*•·]+|\(?\d{1,3}\s*[.):\]](?!\d)|\d{1,3}\s+-)\s*")
 _LABEL = re.compile(
     r"^\s*(?:paraphrase|rewrite|rephrase|version|variant|option|question)\s*\d*\s*[:.)-]\s*",
     re.IGNORECASE,
 )
 _PREAMBLE = re.compile(
-    r"^\s*(?:here (?:are|is)|sure|certainly|of course|okay|ok|these are|below are)\b",
+    # a preamble opens with one of these and is not itself a question
+    r"^\s*(?:here (?:are|is)|sure|certainly|of course|okay|ok|these are|below are)\b.*[^?\s]\s*$",
     re.IGNORECASE,
 )
 _QUOTES = "\"'“”‘’`"
@@ -48,6 +49,8 @@ def parse_paraphrases(text: str, original: str, m: int) -> list[str]:
         original: the prompt that was paraphrased (copies of it are dropped).
         m: how many to keep at most.
     """
+    if m <= 0:
+        return []
     seen = {original.strip().casefold()}
     kept: list[str] = []
     for raw_line in text.splitlines():

@@ -1,0 +1,255 @@
+"""Policies end to end: what the user gets back when confidence is low (or not)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.unit.fake_backend import FakeBackend, erratic
+from uq_guard import ConfigurationError, Guard, UncertaintyAbstention, UncertaintyReport
+from uq_guard.config import DEFAULT_REFUSAL
+from uq_guard.embeddings import SentenceTransformerEmbedder, shared_embedder
+from uq_guard.policies import best_supported, planned_decision, wants_action
+
+QUESTION = "What is the capital of France?"
+REPLY = "Paris is the capital of France."
+PARAPHRASES = [
+    "Which city is the capital of France?",
+    "What city serves as France's capital?",
+    "Name the capital city of France.",
+]
+REFUSAL = "I would rather not guess."
+
+
+@pytest.fixture(scope="session")
+def embedder() -> SentenceTransformerEmbedder:
+    return shared_embedder()
+
+
+def shaky_model(**kwargs) -> FakeBackend:
+    """Answers that agree on nothing: confidence well under 0.5."""
+    return FakeBackend(erratic, reply=REPLY, paraphrases=PARAPHRASES, **kwargs)
+
+
+def steady_model(**kwargs) -> FakeBackend:
+    return FakeBackend(REPLY, paraphrases=PARAPHRASES, **kwargs)
+
+
+def guarded(backend: FakeBackend, embedder, **config) -> Guard:
+    settings = {"n_perturbations": 3, "n_samples": 3, "retry_wait_s": 0.0, **config}
+    return Guard(backend, embedder=embedder, **settings)
+
+
+# -- annotate ----------------------------------------------------------------
+
+
+async def test_annotate_never_changes_the_text(embedder) -> None:
+    result = await guarded(shaky_model(), embedder, policy="annotate", threshold=1.0).arun(QUESTION)
+
+    assert result.report.confidence < 1.0
+    assert result.text == REPLY
+    assert result.report.reply == REPLY
+    assert result.decision == "answer"
+    assert result.report.original_reply is None
+
+
+# -- abstain -----------------------------------------------------------------
+
+
+async def test_abstain_replaces_an_unsure_reply_and_keeps_the_original(embedder) -> None:
+    guard = guarded(shaky_model(), embedder, policy="abstain", threshold=0.5,
+                    abstain_message=REFUSAL)
+
+    result = await guard.arun(QUESTION)
+    report = result.report
+
+    assert report.confidence < 0.5
+    assert result.text == REFUSAL
+    assert report.reply == REFUSAL
+    assert report.decision == "abstain"
+    assert report.abstained
+    assert report.original_reply == REPLY
+    assert result.reply.texts[0] == REPLY
+
+
+async def test_abstain_uses_the_default_refusal(embedder) -> None:
+    result = await guarded(shaky_model(), embedder, policy="abstain").arun(QUESTION)
+
+    assert result.text == DEFAULT_REFUSAL
+
+
+async def test_abstain_lets_a_confident_reply_through(embedder) -> None:
+    result = await guarded(steady_model(), embedder, policy="abstain", threshold=0.5,
+                           abstain_message=REFUSAL).arun(QUESTION)
+
+    assert result.report.confidence >= 0.5
+    assert result.text == REPLY
+    assert result.decision == "answer"
+    assert result.report.original_reply is None
+
+
+# -- raise -------------------------------------------------------------------
+
+
+async def test_raise_policy_raises_with_the_report_and_the_withheld_reply(embedder) -> None:
+    guard = guarded(shaky_model(raw_prefix="native:"), embedder, policy="raise", threshold=0.5)
+
+    with pytest.raises(UncertaintyAbstention) as caught:
+        await guard.arun(QUESTION)
+
+    report = caught.value.report
+    assert isinstance(report, UncertaintyReport)
+    assert report.confidence < 0.5
+    assert report.decision == "abstain"
+    assert report.original_reply == REPLY
+    assert caught.value.reply == "native:" + REPLY  # the backend's own object
+    assert f"{report.confidence:.3f}" in str(caught.value)
+
+
+async def test_raise_policy_with_threshold_zero_never_raises(embedder) -> None:
+    result = await guarded(shaky_model(), embedder, policy="raise", threshold=0.0).arun(QUESTION)
+
+    assert result.text == REPLY
+    assert result.decision == "answer"
+
+
+async def test_raise_policy_lets_a_confident_reply_through(embedder) -> None:
+    result = await guarded(steady_model(), embedder, policy="raise", threshold=0.5).arun(QUESTION)
+
+    assert result.text == REPLY
+
+
+# -- fallback ----------------------------------------------------------------
+
+
+async def test_fallback_returns_the_fallback_models_reply_and_both_reports(embedder) -> None:
+    primary = shaky_model()
+    backup = FakeBackend("The capital of France is Paris.", paraphrases=PARAPHRASES)
+    guard = Guard(primary, embedder=embedder, fallback=backup, policy="fallback",
+                  threshold=0.5, n_perturbations=3, n_samples=3, retry_wait_s=0.0)
+
+    result = await guard.arun(QUESTION)
+    report = result.report
+
+    assert result.text == "The capital of France is Paris."
+    assert report.decision == "fallback"
+    assert report.reply == "The capital of France is Paris."
+    assert report.original_reply == REPLY
+    assert isinstance(report.fallback, UncertaintyReport)
+    assert report.fallback.reply == "The capital of France is Paris."
+    assert report.fallback.confidence > report.confidence
+    assert result.fallback_reply is not None
+    assert result.fallback_reply.texts == ["The capital of France is Paris."]
+    assert backup.calls > 0
+    # both models' calls are paid for (the perturbations are shared)
+    assert report.cost.model_calls == primary.calls + backup.calls
+
+
+async def test_fallback_is_not_asked_when_the_reply_is_confident(embedder) -> None:
+    backup = FakeBackend("Something else.")
+    guard = Guard(steady_model(), embedder=embedder, fallback=backup, policy="fallback",
+                  threshold=0.5, n_perturbations=3, n_samples=3, retry_wait_s=0.0)
+
+    result = await guard.arun(QUESTION)
+
+    assert result.text == REPLY
+    assert result.report.fallback is None
+    assert backup.calls == 0
+
+
+async def test_a_failing_fallback_keeps_the_original_reply_and_says_why(embedder) -> None:
+    backup = FakeBackend("unused").fail("reply", PermissionError("fallback key revoked"),
+                                        times=None)
+    guard = Guard(shaky_model(), embedder=embedder, fallback=backup, policy="fallback",
+                  threshold=0.5, n_perturbations=3, n_samples=3, retry_wait_s=0.0)
+
+    result = await guard.arun(QUESTION)
+    report = result.report
+
+    assert result.text == REPLY
+    assert report.decision == "answer"
+    assert report.fallback is None
+    assert report.degraded
+    assert any("fallback" in r and "fallback key revoked" in r for r in report.degraded_reasons)
+
+
+def test_fallback_policy_without_a_fallback_model_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="fallback"):
+        Guard(FakeBackend(), policy="fallback")
+
+
+# -- best_of -----------------------------------------------------------------
+
+AGREEING = [
+    "Paris is the capital of France.",
+    "The capital of France is Paris.",
+    "France's capital city is Paris.",
+]
+OUTLIER = "Bananas are a good source of potassium."
+
+
+async def test_best_of_returns_the_most_supported_sample_when_the_reply_is_an_outlier(
+    embedder,
+) -> None:
+    answers = {QUESTION: AGREEING, **dict.fromkeys(PARAPHRASES, AGREEING)}
+    backend = FakeBackend(answers, reply=OUTLIER, paraphrases=PARAPHRASES)
+
+    result = await guarded(backend, embedder, policy="best_of", threshold=1.0).arun(QUESTION)
+    report = result.report
+
+    assert report.confidence < 1.0
+    assert report.decision == "best_of"
+    assert result.text in AGREEING
+    assert report.reply == result.text
+    assert report.original_reply == OUTLIER
+
+
+async def test_best_of_keeps_a_reply_that_is_already_the_best_supported(embedder) -> None:
+    answers = {QUESTION: AGREEING, **dict.fromkeys(PARAPHRASES, AGREEING)}
+    backend = FakeBackend(answers, reply=AGREEING[0], paraphrases=PARAPHRASES)
+
+    result = await guarded(backend, embedder, policy="best_of", threshold=1.0).arun(QUESTION)
+
+    assert result.text == AGREEING[0]
+    assert result.decision == "answer"
+    assert result.report.original_reply is None
+
+
+# -- the decision rule itself ----------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["annotate", "abstain", "fallback", "raise", "best_of"])
+def test_no_policy_acts_at_or_above_the_threshold(policy: str) -> None:
+    assert planned_decision(policy, 0.5, 0.5) == "answer"
+    assert planned_decision(policy, 0.9, 0.5) == "answer"
+    assert not wants_action(0.5, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("policy", "decision"),
+    [("annotate", "answer"), ("abstain", "abstain"), ("raise", "abstain"),
+     ("fallback", "fallback"), ("best_of", "best_of")],
+)
+def test_each_policy_acts_under_the_threshold(policy: str, decision: str) -> None:
+    assert planned_decision(policy, 0.49, 0.5) == decision
+
+
+def test_best_supported_picks_the_most_agreed_candidate() -> None:
+    candidates = ["odd one", "a", "a again", "a once more"]
+
+    assert best_supported(candidates, np.array([0.1, 0.8, 0.9, 0.7]), "odd one") == "a again"
+
+
+def test_best_supported_keeps_the_reply_on_ties_and_when_it_is_best() -> None:
+    assert best_supported(["r", "x"], np.array([0.5, 0.5]), "r") is None
+    assert best_supported(["r", "x"], np.array([0.9, 0.2]), "r") is None
+    assert best_supported(["r", " r "], np.array([0.2, 0.9]), "r") is None  # same text
+    assert best_supported(["r"], np.array([1.0]), "r") is None
+
+
+async def test_confidence_equal_to_the_threshold_is_trusted(embedder) -> None:
+    result = await guarded(steady_model(), embedder, policy="abstain", threshold=1.0,
+                           abstain_message=REFUSAL).arun(QUESTION)
+
+    assert result.report.confidence == 1.0
+    assert result.text == REPLY
