@@ -499,3 +499,26 @@ def test_invalid_arguments_are_named(kwargs: dict[str, object], match: str) -> N
 def test_configuration_error_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         inv_entropy(np.eye(2), np.eye(3))
+
+
+class TestUnrelatedReference:
+    """§2.9's ``S_Y = I`` reference, and the shifted-cosine reading of "unrelated"."""
+
+    def test_default_reference_is_the_identity(self) -> None:
+        sim_x = np.array([[1.0, 0.9, 0.8], [0.9, 1.0, 0.85], [0.8, 0.85, 1.0]])
+        apart = inv_entropy(sim_x, np.eye(3))
+        assert apart.confidence == pytest.approx(0.0, abs=1e-12)
+        assert apart.h_apart == pytest.approx(apart.inv_entropy, abs=1e-12)
+
+    def test_unrelated_answers_under_shifted_cosine_score_zero_confidence(self) -> None:
+        sim_x = np.array([[1.0, 0.9, 0.8], [0.9, 1.0, 0.85], [0.8, 0.85, 1.0]])
+        unrelated = 0.5 * np.ones((3, 3)) + 0.5 * np.eye(3)  # cosine 0 -> 0.5
+        literal = inv_entropy(sim_x, unrelated)
+        shifted = inv_entropy(sim_x, unrelated, unrelated_similarity=0.5)
+        assert shifted.confidence == pytest.approx(0.0, abs=1e-12)
+        assert literal.confidence > 0.5  # the identity reference calls them fairly sure
+        assert shifted.inv_entropy == literal.inv_entropy  # only the reference moves
+
+    def test_out_of_range_reference_is_rejected(self) -> None:
+        with pytest.raises(ConfigurationError, match="unrelated_similarity"):
+            inv_entropy(np.eye(2), np.eye(2), unrelated_similarity=1.0)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Idempotent setup: a virtual environment in .venv with uq_guard and every
+# extra installed editable, then the default local model provisioned.
+# Pins torch to the CPU build (constraints.txt) so no CUDA wheels are pulled.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.uq_guard-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+  # (pipefail keeps pip's exit status; the filter only hides this machine's
+  # "Location ... is ignored" index warnings)
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]" 2>&1 \
+    | { grep -v "is ignored" || true; }
+  .venv/bin/python -c "import uq_guard, uq_guard_langchain, uq_guard_hf"
+  touch "$stamp"
+fi
+.venv/bin/uq-guard setup
