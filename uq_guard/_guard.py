@@ -13,9 +13,7 @@ from uq_guard._exceptions import MissingDependencyError, UnsupportedModelError
 
 
 def _defined_in(obj: Any, *prefixes: str) -> bool:
-    return any(
-        (cls.__module__ or "").split(".")[0] in prefixes for cls in type(obj).__mro__
-    )
+    return any((cls.__module__ or "").split(".")[0] in prefixes for cls in type(obj).__mro__)
 
 
 def guard(obj: Any, **config: Any) -> Any:

@@ -28,7 +28,8 @@ def normalize_messages(messages: str | Sequence[Message]) -> tuple[Message, ...]
     for index, message in enumerate(result):
         if not isinstance(message, dict) or "role" not in message:
             raise ConfigurationError(
-                f"messages[{index}] must be a dict with 'role' and 'content', got {message!r}")
+                f"messages[{index}] must be a dict with 'role' and 'content', got {message!r}"
+            )
     last_user_index(result)
     return result
 
@@ -75,4 +76,4 @@ def with_user_prompt(messages: Sequence[Message], text: str) -> tuple[Message, .
     else:
         new_content = text
     replaced = {**original, "content": new_content}
-    return (*messages[:index], replaced, *messages[index + 1:])
+    return (*messages[:index], replaced, *messages[index + 1 :])

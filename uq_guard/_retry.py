@@ -27,9 +27,19 @@ logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 RETRYABLE_NAMES = frozenset(
-    {"RateLimitError", "APITimeoutError", "APIConnectionError", "InternalServerError",
-     "ServiceUnavailableError", "Timeout", "ConnectError", "ReadTimeout",
-     "TimeoutException", "NetworkError", "RemoteProtocolError"}
+    {
+        "RateLimitError",
+        "APITimeoutError",
+        "APIConnectionError",
+        "InternalServerError",
+        "ServiceUnavailableError",
+        "Timeout",
+        "ConnectError",
+        "ReadTimeout",
+        "TimeoutException",
+        "NetworkError",
+        "RemoteProtocolError",
+    }
 )
 
 
@@ -108,11 +118,13 @@ async def generate_with_retries(
                 spent[index] = spent[index] + answer.usage
                 results[index] = answer
             # Only wholly failed requests are resent; a partial one keeps what it got.
-            pending = [i for i in pending
-                       if not results[i].texts and is_retryable(results[i].error)]
+            pending = [
+                i for i in pending if not results[i].texts and is_retryable(results[i].error)
+            ]
             if pending and attempt.retry_state.attempt_number <= max_retries:
-                logger.info("retrying %d failed request(s): %s", len(pending),
-                            results[pending[0]].error)
+                logger.info(
+                    "retrying %d failed request(s): %s", len(pending), results[pending[0]].error
+                )
         if not attempt.retry_state.outcome.failed:  # tenacity's pattern for retry_if_result
             attempt.retry_state.set_result(pending)
     for index, result in enumerate(results):
@@ -135,7 +147,8 @@ async def _generate_round(
         return [Generation(error=exc) for _ in requests]
     if len(answers) != len(requests):
         error = RuntimeError(
-            f"backend returned {len(answers)} generations for {len(requests)} requests")
+            f"backend returned {len(answers)} generations for {len(requests)} requests"
+        )
         return [Generation(error=error) for _ in requests]
     return answers
 

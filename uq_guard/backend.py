@@ -118,7 +118,7 @@ async def fan_out(
         async with semaphore:
             try:
                 return await asyncio.wait_for(answer_one(request), timeout_s)
-            except asyncio.TimeoutError as exc:
+            except asyncio.TimeoutError:
                 return Generation(error=TimeoutError(f"model call timed out after {timeout_s}s"))
             except Exception as exc:  # one failure must not sink the batch
                 return Generation(error=exc)

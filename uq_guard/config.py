@@ -37,7 +37,9 @@ class GuardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
 
     # --- sampling budget -------------------------------------------------
-    n_perturbations: int = Field(9, ge=0, le=100, description="Perturbed prompts m (0 = samples only).")
+    n_perturbations: int = Field(
+        9, ge=0, le=100, description="Perturbed prompts m (0 = samples only)."
+    )
     n_samples: int = Field(5, ge=1, le=100, description="Answers r sampled per prompt.")
     temperature: float = Field(0.7, gt=0.0, le=5.0, description="Sampling temperature (never 0).")
     max_tokens: int = Field(128, ge=1, description="Cap on tokens of each sampled answer.")
@@ -45,7 +47,9 @@ class GuardConfig(BaseModel):
 
     # --- scoring ---------------------------------------------------------
     similarity: SimilarityName | SimilarityFn = "shifted_cosine"
-    n_bootstrap: int = Field(30, ge=0, le=10_000, description="Bootstrap draws B (0 = plain value).")
+    n_bootstrap: int = Field(
+        30, ge=0, le=10_000, description="Bootstrap draws B (0 = plain value)."
+    )
     seed: int = 0
     cluster_threshold: float = Field(
         0.85, ge=0.0, le=1.0, description="Cosine at or above which two answers share a meaning."

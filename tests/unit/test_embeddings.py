@@ -55,11 +55,13 @@ def test_identical_texts_get_identical_rows(embedder) -> None:
 
 
 def test_related_texts_are_close_and_unrelated_ones_are_not(embedder) -> None:
-    question, answer, other = embedder.encode([
-        "What is the capital of France?",
-        "Paris is the capital of France.",
-        "Bananas are rich in potassium.",
-    ])
+    question, answer, other = embedder.encode(
+        [
+            "What is the capital of France?",
+            "Paris is the capital of France.",
+            "Bananas are rich in potassium.",
+        ]
+    )
 
     assert float(question @ answer) > 0.7
     assert float(question @ other) < 0.3

@@ -56,8 +56,9 @@ def make_guard(backend: FakeBackend, embedder: SentenceTransformerEmbedder, **co
     return Guard(backend, embedder=embedder, **settings)
 
 
-async def run(backend: FakeBackend, embedder: SentenceTransformerEmbedder, prompt=QUESTION,
-              **config) -> GuardResult:
+async def run(
+    backend: FakeBackend, embedder: SentenceTransformerEmbedder, prompt=QUESTION, **config
+) -> GuardResult:
     return await make_guard(backend, embedder, **config).arun(prompt)
 
 
@@ -115,8 +116,9 @@ async def test_report_is_json_clean(embedder) -> None:
 
 
 async def test_include_samples_puts_the_answers_in_the_report(embedder) -> None:
-    result = await run(FakeBackend(ANSWER, paraphrases=PARAPHRASES), embedder,
-                       n_samples=2, include_samples=True)
+    result = await run(
+        FakeBackend(ANSWER, paraphrases=PARAPHRASES), embedder, n_samples=2, include_samples=True
+    )
 
     assert result.report.samples == [[ANSWER, ANSWER]] * 4
 
@@ -149,8 +151,9 @@ async def test_unrelated_answers_give_clearly_lower_confidence(embedder) -> None
 async def test_without_perturbations_confidence_comes_from_degree(embedder) -> None:
     consistent_backend = FakeBackend(ANSWER, paraphrases=PARAPHRASES)
     consistent = await run(consistent_backend, embedder, n_perturbations=0)
-    scattered = await run(FakeBackend(erratic, reply=ANSWER, paraphrases=PARAPHRASES), embedder,
-                          n_perturbations=0)
+    scattered = await run(
+        FakeBackend(erratic, reply=ANSWER, paraphrases=PARAPHRASES), embedder, n_perturbations=0
+    )
 
     assert consistent.report.method == scattered.report.method == "degree"
     assert consistent_backend.requests_of("paraphrase") == []
@@ -223,8 +226,9 @@ async def test_every_sample_failing_still_returns_the_reply(embedder) -> None:
     backend = FakeBackend(ANSWER, reply="Paris.", paraphrases=PARAPHRASES)
     backend.fail("sample", ValueError("boom"), times=None)
 
-    result = await run(backend, embedder, n_perturbations=3, n_samples=4,
-                       policy="abstain", threshold=1.0)
+    result = await run(
+        backend, embedder, n_perturbations=3, n_samples=4, policy="abstain", threshold=1.0
+    )
     report = result.report
 
     assert result.text == "Paris."
@@ -291,8 +295,14 @@ class BrokenPerturber:
 
 async def test_a_perturber_that_raises_degrades_to_samples_only(embedder) -> None:
     backend = FakeBackend(ANSWER, paraphrases=PARAPHRASES)
-    guard = Guard(backend, embedder=embedder, perturber=BrokenPerturber(),
-                  n_perturbations=3, n_samples=4, **FAST)
+    guard = Guard(
+        backend,
+        embedder=embedder,
+        perturber=BrokenPerturber(),
+        n_perturbations=3,
+        n_samples=4,
+        **FAST,
+    )
 
     result = await guard.arun(QUESTION)
     report = result.report
@@ -344,8 +354,9 @@ class FixedPerturber:
 async def test_perturbations_beyond_m_empty_or_equal_to_the_prompt_are_dropped(embedder) -> None:
     perturber = FixedPerturber(["", "   ", QUESTION, *PARAPHRASES])
     backend = FakeBackend(ANSWER)
-    guard = Guard(backend, embedder=embedder, perturber=perturber,
-                  n_perturbations=2, n_samples=2, **FAST)
+    guard = Guard(
+        backend, embedder=embedder, perturber=perturber, n_perturbations=2, n_samples=2, **FAST
+    )
 
     result = await guard.arun(QUESTION)
 
@@ -429,8 +440,9 @@ async def test_concurrent_calls_on_one_guard_do_not_interfere(embedder) -> None:
 
 
 async def test_n_samples_one_still_scores(embedder) -> None:
-    result = await run(FakeBackend(erratic, reply=ANSWER, paraphrases=PARAPHRASES), embedder,
-                       n_samples=1)
+    result = await run(
+        FakeBackend(erratic, reply=ANSWER, paraphrases=PARAPHRASES), embedder, n_samples=1
+    )
 
     assert result.report.method == "inv_entropy"
     assert result.report.n_samples == 4

@@ -7,24 +7,31 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.caches import InMemoryCache
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
+from uq_guard_langchain import GuardedChatModel
 
 import uq_guard
 from tests.unit.lc_fakes import ScriptedChatModel, erratic, steady
 from uq_guard import GenerationError, UncertaintyAbstention, UnsupportedModelError
 from uq_guard.embeddings import shared_embedder
-from uq_guard_langchain import GuardedChatModel
 
-PARAPHRASES = ["What's the capital city of France?", "Which city is France's capital?",
-               "Name the capital of France."]
-UNRELATED = ["Bananas are rich in potassium.", "The stock market fell sharply today.",
-             "Quantum entanglement links particles.", "My cat sleeps all afternoon.",
-             "Volcanoes erupt molten rock."]
+PARAPHRASES = [
+    "What's the capital city of France?",
+    "Which city is France's capital?",
+    "Name the capital of France.",
+]
+UNRELATED = [
+    "Bananas are rich in potassium.",
+    "The stock market fell sharply today.",
+    "Quantum entanglement links particles.",
+    "My cat sleeps all afternoon.",
+    "Volcanoes erupt molten rock.",
+]
 SMALL = {"n_perturbations": 3, "n_samples": 4}
 
 
@@ -72,7 +79,8 @@ def test_usage_metadata_sums_every_call(embedder):
     assert report_of(message)["cost"]["model_calls"] == 18
     assert message.usage_metadata["total_tokens"] == report_of(message)["cost"]["total_tokens"]
     assert message.usage_metadata["output_tokens"] == sum(
-        len(m.split()) for m in ["Paris is the capital."] * 17 + ["\n".join(PARAPHRASES)])
+        len(m.split()) for m in ["Paris is the capital."] * 17 + ["\n".join(PARAPHRASES)]
+    )
 
 
 def test_samples_use_the_sampling_temperature_and_the_reply_does_not(embedder):
@@ -84,8 +92,13 @@ def test_samples_use_the_sampling_temperature_and_the_reply_does_not(embedder):
 
 
 def test_abstain_replaces_the_reply_and_keeps_the_original(embedder):
-    chat = guarded(erratic(UNRELATED), embedder, policy="abstain", threshold=0.9,
-                   abstain_message="I can't say.")
+    chat = guarded(
+        erratic(UNRELATED),
+        embedder,
+        policy="abstain",
+        threshold=0.9,
+        abstain_message="I can't say.",
+    )
     message = chat.invoke("Capital of France?")
     report = report_of(message)
     assert message.content == "I can't say."
@@ -108,8 +121,9 @@ def test_raise_policy_works_with_langchain_fallbacks(embedder):
 
 def test_fallback_policy_returns_the_fallback_reply_with_both_reports(embedder):
     fallback = ScriptedChatModel(respond=steady("Paris."), paraphrases=PARAPHRASES)
-    chat = guarded(erratic(UNRELATED), embedder, policy="fallback", threshold=0.9,
-                   fallback=fallback)
+    chat = guarded(
+        erratic(UNRELATED), embedder, policy="fallback", threshold=0.9, fallback=fallback
+    )
     message = chat.invoke("Capital of France?")
     report = report_of(message)
     assert message.content == "Paris."
@@ -184,23 +198,34 @@ def test_sync_invoke_inside_a_running_event_loop(embedder):
 
 def test_a_chain_of_prompt_guarded_model_and_parser(embedder):
     prompt = ChatPromptTemplate.from_messages(
-        [("system", "Answer briefly."), ("human", "What is the capital of {country}?")])
+        [("system", "Answer briefly."), ("human", "What is the capital of {country}?")]
+    )
     chain = prompt | guarded(steady("Paris."), embedder) | StrOutputParser()
     assert chain.invoke({"country": "France"}) == "Paris."
 
 
 def test_conversation_history_travels_unchanged_with_every_sample(embedder):
     chat = guarded(steady("Paris."), embedder)
-    chat.invoke([SystemMessage("Be brief."), HumanMessage("Hi"), AIMessage("Hello!"),
-                 HumanMessage("Capital of France?")])
+    chat.invoke(
+        [
+            SystemMessage("Be brief."),
+            HumanMessage("Hi"),
+            AIMessage("Hello!"),
+            HumanMessage("Capital of France?"),
+        ]
+    )
     prompts = {c["prompt"] for c in chat.model.calls}
     assert "Capital of France?" in prompts
     assert set(PARAPHRASES) <= prompts
 
 
 def test_bind_tools_delegates_and_tool_call_replies_survive(embedder):
-    tool_reply = AIMessage(content="", tool_calls=[
-        {"name": "lookup", "args": {"city": "Paris"}, "id": "call_1", "type": "tool_call"}])
+    tool_reply = AIMessage(
+        content="",
+        tool_calls=[
+            {"name": "lookup", "args": {"city": "Paris"}, "id": "call_1", "type": "tool_call"}
+        ],
+    )
     chat = guarded(lambda p, t, r: tool_reply, embedder)
 
     def lookup(city: str) -> str:
@@ -217,8 +242,9 @@ def test_bind_tools_delegates_and_tool_call_replies_survive(embedder):
 
 
 def test_samples_bypass_the_llm_cache_but_the_reply_may_use_it(embedder):
-    inner = ScriptedChatModel(respond=erratic(UNRELATED), paraphrases=PARAPHRASES,
-                              cache=InMemoryCache())
+    inner = ScriptedChatModel(
+        respond=erratic(UNRELATED), paraphrases=PARAPHRASES, cache=InMemoryCache()
+    )
     chat = GuardedChatModel(model=inner, embedder=embedder, **SMALL)
     chat.invoke("Capital of France?")
     first = len(inner.calls)
@@ -231,8 +257,9 @@ class RunRecorder(BaseCallbackHandler):
     def __init__(self) -> None:
         self.starts: list[tuple[UUID, UUID | None, list[str]]] = []
 
-    def on_chat_model_start(self, serialized, messages, *, run_id, parent_run_id=None,
-                            tags=None, **kwargs):
+    def on_chat_model_start(
+        self, serialized, messages, *, run_id, parent_run_id=None, tags=None, **kwargs
+    ):
         self.starts.append((run_id, parent_run_id, tags or []))
 
 
@@ -251,8 +278,7 @@ def test_failed_samples_degrade_the_report_not_the_reply(embedder):
     def fail(prompt, temperature):
         return ValueError("bad sample") if temperature > 0 and "Name" in prompt else None
 
-    inner = ScriptedChatModel(respond=steady("Paris."), paraphrases=PARAPHRASES,
-                              fail_when=fail)
+    inner = ScriptedChatModel(respond=steady("Paris."), paraphrases=PARAPHRASES, fail_when=fail)
     chat = GuardedChatModel(model=inner, embedder=embedder, max_retries=0, **SMALL)
     message = chat.invoke("Capital of France?")
     report = report_of(message)
@@ -262,8 +288,11 @@ def test_failed_samples_degrade_the_report_not_the_reply(embedder):
 
 
 def test_a_failed_reply_raises_a_clear_error(embedder):
-    inner = ScriptedChatModel(respond=steady("Paris."), paraphrases=PARAPHRASES,
-                              fail_when=lambda p, t: ValueError("boom") if t == 0 else None)
+    inner = ScriptedChatModel(
+        respond=steady("Paris."),
+        paraphrases=PARAPHRASES,
+        fail_when=lambda p, t: ValueError("boom") if t == 0 else None,
+    )
     chat = GuardedChatModel(model=inner, embedder=embedder, max_retries=0, **SMALL)
     with pytest.raises(GenerationError, match="boom"):
         chat.invoke("Capital of France?")
@@ -273,5 +302,5 @@ def test_guard_wraps_langchain_models_and_refuses_other_objects(embedder):
     chat = uq_guard.guard(ScriptedChatModel(respond=steady("x")), policy="abstain")
     assert isinstance(chat, GuardedChatModel)
     assert chat.guard_config.policy == "abstain"
-    with pytest.raises(UnsupportedModelError, match="cannot wrap a builtins.dict"):
+    with pytest.raises(UnsupportedModelError, match=r"cannot wrap a builtins\.dict"):
         uq_guard.guard({"not": "a model"})

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_tests.unit_tests import ChatModelUnitTests
+from uq_guard_langchain import GuardedChatModel
 
 from tests.unit.lc_fakes import ScriptedChatModel, steady
-from uq_guard_langchain import GuardedChatModel
 
 
 class TestGuardedChatModelStandard(ChatModelUnitTests):
@@ -17,8 +17,11 @@ class TestGuardedChatModelStandard(ChatModelUnitTests):
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return {"model": ScriptedChatModel(respond=steady("Paris.")), "n_perturbations": 2,
-                "n_samples": 2}
+        return {
+            "model": ScriptedChatModel(respond=steady("Paris.")),
+            "n_perturbations": 2,
+            "n_samples": 2,
+        }
 
     @property
     def standard_chat_model_params(self) -> dict[str, Any]:

@@ -54,8 +54,9 @@ def test_an_empty_list_is_a_configuration_error() -> None:
 
 def test_no_user_message_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="no user message"):
-        normalize_messages([{"role": "system", "content": "Be brief."},
-                            {"role": "assistant", "content": "Hello!"}])
+        normalize_messages(
+            [{"role": "system", "content": "Be brief."}, {"role": "assistant", "content": "Hello!"}]
+        )
 
 
 @pytest.mark.parametrize("bad", [["hello"], [{"content": "no role"}], [None]])
@@ -96,7 +97,10 @@ def test_replacing_the_prompt_keeps_other_keys_of_the_message() -> None:
     messages = [{"role": "user", "content": "Hi", "name": "alice"}]
 
     assert with_user_prompt(messages, "Hello")[0] == {
-        "role": "user", "content": "Hello", "name": "alice"}
+        "role": "user",
+        "content": "Hello",
+        "name": "alice",
+    }
 
 
 def test_replacing_a_multimodal_prompt_keeps_the_image() -> None:
@@ -131,8 +135,12 @@ async def test_every_request_of_a_conversation_keeps_the_earlier_turns(embedder)
 
 
 async def test_a_multimodal_prompt_keeps_its_image_in_every_request(embedder) -> None:
-    messages = [{"role": "user",
-                 "content": [{"type": "text", "text": "What is the capital of France?"}, IMAGE]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "What is the capital of France?"}, IMAGE],
+        }
+    ]
     backend = FakeBackend("Paris is the capital of France.", paraphrases=PARAPHRASES)
 
     result = await guarded(backend, embedder).arun(messages)

@@ -30,7 +30,7 @@ def test_plain_lines_are_kept_in_order() -> None:
         f"1. {A}\n2) {B}\n(3) {C}",
         f"1: {A}\n2 - {B}\n3] {C}",
         f"- {A}\n* {B}\n• {C}",
-        f'1. "{A}"\n2. “{B}”\n3. \'{C}\'',
+        f"1. \"{A}\"\n2. “{B}”\n3. '{C}'",
         f"Paraphrase 1: {A}\nParaphrase 2: {B}\nParaphrase 3: {C}",
         f"Here are 3 paraphrases:\n{A}\n{B}\n{C}",
         f"Sure! Here are three ways to ask it:\n\n1. {A}\n\n2. {B}\n\n3. {C}\n",
@@ -63,8 +63,9 @@ def test_empty_lines_are_dropped() -> None:
 
 @pytest.mark.parametrize("m", [1, 2, 3])
 def test_never_more_than_m(m: int) -> None:
-    assert parse_paraphrases(f"{A}\n{B}\n{C}\nWhat's France's capital?", ORIGINAL, m) == [
-        A, B, C][:m]
+    assert (
+        parse_paraphrases(f"{A}\n{B}\n{C}\nWhat's France's capital?", ORIGINAL, m) == [A, B, C][:m]
+    )
 
 
 def test_m_zero_gives_nothing() -> None:
@@ -77,26 +78,36 @@ def test_fewer_than_m_come_back_as_they_are() -> None:
 
 @pytest.mark.parametrize(
     "garbage",
-    ["", "\n\n \n", "1.\n2.\n3.", "- \n* \n•", '""\n\'\'', "Here are 3 paraphrases:",
-     "Sure, here you go:\n\n", ORIGINAL],
+    [
+        "",
+        "\n\n \n",
+        "1.\n2.\n3.",
+        "- \n* \n•",
+        "\"\"\n''",
+        "Here are 3 paraphrases:",
+        "Sure, here you go:\n\n",
+        ORIGINAL,
+    ],
 )
 def test_garbage_gives_an_empty_list(garbage: str) -> None:
     assert parse_paraphrases(garbage, ORIGINAL, 3) == []
 
 
 def test_a_paraphrase_starting_with_a_decimal_number_keeps_it() -> None:
-    """"2.5 ..." is a number, not list item "2." followed by "5 ..."."""
+    """ "2.5 ..." is a number, not list item "2." followed by "5 ..."."""
     original = "What is 2.5 times 4?"
 
     assert parse_paraphrases("2.5 multiplied by 4 equals what?", original, 1) == [
-        "2.5 multiplied by 4 equals what?"]
+        "2.5 multiplied by 4 equals what?"
+    ]
 
 
 def test_a_paraphrase_starting_with_a_year_keeps_it() -> None:
     original = "Who won the World Cup in 1998?"
 
     assert parse_paraphrases("1998 World Cup: who was the winner?", original, 1) == [
-        "1998 World Cup: who was the winner?"]
+        "1998 World Cup: who was the winner?"
+    ]
 
 
 # -- ModelParaphraser ----------------------------------------------------------

@@ -57,8 +57,9 @@ async def test_annotate_never_changes_the_text(embedder) -> None:
 
 
 async def test_abstain_replaces_an_unsure_reply_and_keeps_the_original(embedder) -> None:
-    guard = guarded(shaky_model(), embedder, policy="abstain", threshold=0.5,
-                    abstain_message=REFUSAL)
+    guard = guarded(
+        shaky_model(), embedder, policy="abstain", threshold=0.5, abstain_message=REFUSAL
+    )
 
     result = await guard.arun(QUESTION)
     report = result.report
@@ -79,8 +80,9 @@ async def test_abstain_uses_the_default_refusal(embedder) -> None:
 
 
 async def test_abstain_lets_a_confident_reply_through(embedder) -> None:
-    result = await guarded(steady_model(), embedder, policy="abstain", threshold=0.5,
-                           abstain_message=REFUSAL).arun(QUESTION)
+    result = await guarded(
+        steady_model(), embedder, policy="abstain", threshold=0.5, abstain_message=REFUSAL
+    ).arun(QUESTION)
 
     assert result.report.confidence >= 0.5
     assert result.text == REPLY
@@ -125,8 +127,16 @@ async def test_raise_policy_lets_a_confident_reply_through(embedder) -> None:
 async def test_fallback_returns_the_fallback_models_reply_and_both_reports(embedder) -> None:
     primary = shaky_model()
     backup = FakeBackend("The capital of France is Paris.", paraphrases=PARAPHRASES)
-    guard = Guard(primary, embedder=embedder, fallback=backup, policy="fallback",
-                  threshold=0.5, n_perturbations=3, n_samples=3, retry_wait_s=0.0)
+    guard = Guard(
+        primary,
+        embedder=embedder,
+        fallback=backup,
+        policy="fallback",
+        threshold=0.5,
+        n_perturbations=3,
+        n_samples=3,
+        retry_wait_s=0.0,
+    )
 
     result = await guard.arun(QUESTION)
     report = result.report
@@ -147,8 +157,16 @@ async def test_fallback_returns_the_fallback_models_reply_and_both_reports(embed
 
 async def test_fallback_is_not_asked_when_the_reply_is_confident(embedder) -> None:
     backup = FakeBackend("Something else.")
-    guard = Guard(steady_model(), embedder=embedder, fallback=backup, policy="fallback",
-                  threshold=0.5, n_perturbations=3, n_samples=3, retry_wait_s=0.0)
+    guard = Guard(
+        steady_model(),
+        embedder=embedder,
+        fallback=backup,
+        policy="fallback",
+        threshold=0.5,
+        n_perturbations=3,
+        n_samples=3,
+        retry_wait_s=0.0,
+    )
 
     result = await guard.arun(QUESTION)
 
@@ -158,10 +176,19 @@ async def test_fallback_is_not_asked_when_the_reply_is_confident(embedder) -> No
 
 
 async def test_a_failing_fallback_keeps_the_original_reply_and_says_why(embedder) -> None:
-    backup = FakeBackend("unused").fail("reply", PermissionError("fallback key revoked"),
-                                        times=None)
-    guard = Guard(shaky_model(), embedder=embedder, fallback=backup, policy="fallback",
-                  threshold=0.5, n_perturbations=3, n_samples=3, retry_wait_s=0.0)
+    backup = FakeBackend("unused").fail(
+        "reply", PermissionError("fallback key revoked"), times=None
+    )
+    guard = Guard(
+        shaky_model(),
+        embedder=embedder,
+        fallback=backup,
+        policy="fallback",
+        threshold=0.5,
+        n_perturbations=3,
+        n_samples=3,
+        retry_wait_s=0.0,
+    )
 
     result = await guard.arun(QUESTION)
     report = result.report
@@ -227,8 +254,13 @@ def test_no_policy_acts_at_or_above_the_threshold(policy: str) -> None:
 
 @pytest.mark.parametrize(
     ("policy", "decision"),
-    [("annotate", "answer"), ("abstain", "abstain"), ("raise", "abstain"),
-     ("fallback", "fallback"), ("best_of", "best_of")],
+    [
+        ("annotate", "answer"),
+        ("abstain", "abstain"),
+        ("raise", "abstain"),
+        ("fallback", "fallback"),
+        ("best_of", "best_of"),
+    ],
 )
 def test_each_policy_acts_under_the_threshold(policy: str, decision: str) -> None:
     assert planned_decision(policy, 0.49, 0.5) == decision
@@ -248,8 +280,9 @@ def test_best_supported_keeps_the_reply_on_ties_and_when_it_is_best() -> None:
 
 
 async def test_confidence_equal_to_the_threshold_is_trusted(embedder) -> None:
-    result = await guarded(steady_model(), embedder, policy="abstain", threshold=1.0,
-                           abstain_message=REFUSAL).arun(QUESTION)
+    result = await guarded(
+        steady_model(), embedder, policy="abstain", threshold=1.0, abstain_message=REFUSAL
+    ).arun(QUESTION)
 
     assert result.report.confidence == 1.0
     assert result.text == REPLY

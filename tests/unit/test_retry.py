@@ -40,10 +40,23 @@ def too_many_requests(retry_after: str | None = None) -> HTTPError:
     return HTTPError(429, {"retry-after": retry_after} if retry_after is not None else {})
 
 
-async def answer(backend, requests, *, max_retries: int = 3, first_wait_s: float = 0.0,
-                 timeout_s: float | None = None, **kwargs) -> list[Generation]:
-    return await generate_with_retries(backend, requests, max_retries=max_retries,
-                                       first_wait_s=first_wait_s, timeout_s=timeout_s, **kwargs)
+async def answer(
+    backend,
+    requests,
+    *,
+    max_retries: int = 3,
+    first_wait_s: float = 0.0,
+    timeout_s: float | None = None,
+    **kwargs,
+) -> list[Generation]:
+    return await generate_with_retries(
+        backend,
+        requests,
+        max_retries=max_retries,
+        first_wait_s=first_wait_s,
+        timeout_s=timeout_s,
+        **kwargs,
+    )
 
 
 # -- the retry loop ----------------------------------------------------------
@@ -113,8 +126,14 @@ async def test_max_retries_zero_sends_each_request_once() -> None:
 
 
 @pytest.mark.parametrize(
-    "error", [TimeoutError("read timed out"), ConnectionError("reset by peer"),
-              ConnectionRefusedError("refused"), asyncio.TimeoutError()])
+    "error",
+    [
+        TimeoutError("read timed out"),
+        ConnectionError("reset by peer"),
+        ConnectionRefusedError("refused"),
+        asyncio.TimeoutError(),
+    ],
+)
 async def test_timeouts_and_connection_errors_are_retried(error: Exception) -> None:
     backend = FakeBackend("ok").fail("q", error, times=1)
 
@@ -245,8 +264,15 @@ def _named(name: str, base: type[Exception] = Exception) -> type[Exception]:
 
 @pytest.mark.parametrize(
     "name",
-    ["RateLimitError", "APITimeoutError", "APIConnectionError", "InternalServerError",
-     "ServiceUnavailableError", "ReadTimeout", "ConnectError"],
+    [
+        "RateLimitError",
+        "APITimeoutError",
+        "APIConnectionError",
+        "InternalServerError",
+        "ServiceUnavailableError",
+        "ReadTimeout",
+        "ConnectError",
+    ],
 )
 def test_sdk_errors_are_retryable_by_class_name(name: str) -> None:
     assert is_retryable(_named(name)("x"))
@@ -267,12 +293,17 @@ def test_client_errors_are_not_retryable(status: int) -> None:
     assert not is_retryable(HTTPError(status))
 
 
-@pytest.mark.parametrize("name", ["BadRequestError", "AuthenticationError",
-                                  "PermissionDeniedError", "NotFoundError"])
+@pytest.mark.parametrize(
+    "name", ["BadRequestError", "AuthenticationError", "PermissionDeniedError", "NotFoundError"]
+)
 def test_sdk_client_errors_are_not_retryable(name: str) -> None:
     error = _named(name)("x")
-    error.status_code = {"BadRequestError": 400, "AuthenticationError": 401,
-                         "PermissionDeniedError": 403, "NotFoundError": 404}[name]
+    error.status_code = {
+        "BadRequestError": 400,
+        "AuthenticationError": 401,
+        "PermissionDeniedError": 403,
+        "NotFoundError": 404,
+    }[name]
     assert not is_retryable(error)
 
 
@@ -299,9 +330,15 @@ def test_other_errors_are_not_retryable(error) -> None:
 
 @pytest.mark.parametrize(
     ("headers", "expected"),
-    [({"retry-after": "0.05"}, 0.05), ({"Retry-After": "2"}, 2.0), ({"retry-after": "0"}, 0.0),
-     ({"retry-after": "-3"}, 0.0), ({"retry-after": "soon"}, None),
-     ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, None), ({}, None)],
+    [
+        ({"retry-after": "0.05"}, 0.05),
+        ({"Retry-After": "2"}, 2.0),
+        ({"retry-after": "0"}, 0.0),
+        ({"retry-after": "-3"}, 0.0),
+        ({"retry-after": "soon"}, None),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, None),
+        ({}, None),
+    ],
 )
 def test_retry_after_seconds(headers: dict[str, str], expected: float | None) -> None:
     assert retry_after_seconds(HTTPError(429, headers)) == expected
@@ -318,7 +355,12 @@ def test_every_kind_of_httpx_style_timeout_and_dropped_connection_is_retryable()
     timeout = _named("TimeoutException", transport_error)
     network = _named("NetworkError", transport_error)
 
-    for error in (_named("ConnectTimeout", timeout)("x"), _named("WriteTimeout", timeout)("x"),
-                  _named("PoolTimeout", timeout)("x"), _named("ReadTimeout", timeout)("x"),
-                  _named("ReadError", network)("x"), _named("ConnectError", network)("x")):
+    for error in (
+        _named("ConnectTimeout", timeout)("x"),
+        _named("WriteTimeout", timeout)("x"),
+        _named("PoolTimeout", timeout)("x"),
+        _named("ReadTimeout", timeout)("x"),
+        _named("ReadError", network)("x"),
+        _named("ConnectError", network)("x"),
+    ):
         assert is_retryable(error), type(error).__name__

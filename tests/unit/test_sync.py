@@ -66,8 +66,13 @@ async def test_run_sync_inside_a_loop_sees_the_callers_context() -> None:
 
 
 def test_guard_run_without_a_loop(embedder) -> None:
-    guard = Guard(FakeBackend("Paris is the capital of France."), embedder=embedder,
-                  n_perturbations=0, n_samples=3, retry_wait_s=0.0)
+    guard = Guard(
+        FakeBackend("Paris is the capital of France."),
+        embedder=embedder,
+        n_perturbations=0,
+        n_samples=3,
+        retry_wait_s=0.0,
+    )
 
     result = guard.run("What is the capital of France?")
 
@@ -75,8 +80,9 @@ def test_guard_run_without_a_loop(embedder) -> None:
 
 
 async def test_guard_run_inside_a_running_loop(embedder) -> None:
-    backend = FakeBackend("Paris is the capital of France.",
-                          paraphrases=["Which city is the capital of France?"])
+    backend = FakeBackend(
+        "Paris is the capital of France.", paraphrases=["Which city is the capital of France?"]
+    )
     guard = Guard(backend, embedder=embedder, n_perturbations=1, n_samples=3, retry_wait_s=0.0)
 
     result = guard.run("What is the capital of France?")
@@ -88,9 +94,16 @@ async def test_guard_run_inside_a_running_loop(embedder) -> None:
 
 async def test_guard_run_inside_a_loop_gives_the_same_report_as_arun(embedder) -> None:
     def make() -> Guard:
-        return Guard(FakeBackend("Paris is the capital of France.",
-                                 paraphrases=["Which city is the capital of France?"]),
-                     embedder=embedder, n_perturbations=1, n_samples=3, retry_wait_s=0.0)
+        return Guard(
+            FakeBackend(
+                "Paris is the capital of France.",
+                paraphrases=["Which city is the capital of France?"],
+            ),
+            embedder=embedder,
+            n_perturbations=1,
+            n_samples=3,
+            retry_wait_s=0.0,
+        )
 
     synced = make().run("What is the capital of France?")
     awaited = await make().arun("What is the capital of France?")

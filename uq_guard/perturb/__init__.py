@@ -3,5 +3,10 @@
 from uq_guard.perturb.base import NoPerturbation, PerturbationResult, Perturber
 from uq_guard.perturb.paraphrase import ModelParaphraser, parse_paraphrases
 
-__all__ = ["ModelParaphraser", "NoPerturbation", "PerturbationResult", "Perturber",
-           "parse_paraphrases"]
+__all__ = [
+    "ModelParaphraser",
+    "NoPerturbation",
+    "PerturbationResult",
+    "Perturber",
+    "parse_paraphrases",
+]

@@ -28,7 +28,8 @@ _LABEL = re.compile(
 )
 _PREAMBLE = re.compile(
     # a preamble opens with one of these and is not itself a question
-    r"^\s*(?:here (?:are|is)|sure|certainly|of course|okay|ok|these are|below are)\b(?:.*[^?\s])?\s*$",
+    r"^\s*(?:here (?:are|is)|sure|certainly|of course|okay|ok|these are|below are)\b"
+    r"(?:.*[^?\s])?\s*$",
     re.IGNORECASE,
 )
 _QUOTES = "\"'“”‘’`"

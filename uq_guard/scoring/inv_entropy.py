@@ -284,7 +284,8 @@ def inv_entropy(
 
     if not 0.0 <= unrelated_similarity < 1.0:
         raise ConfigurationError(
-            f"unrelated_similarity must be in [0, 1), got {unrelated_similarity!r}")
+            f"unrelated_similarity must be in [0, 1), got {unrelated_similarity!r}"
+        )
     measures = _batched_measures(prompt_stack, answer_stack, unrelated_similarity)
     means = {name: float(values.mean()) for name, values in measures.items()}
     return InvEntropyResult(

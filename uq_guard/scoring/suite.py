@@ -106,7 +106,8 @@ def score_samples(
         n_bootstrap=n_bootstrap if len(pair_answer) > len(set(pair_prompt)) else 0,
         seed=seed,
         unrelated_similarity=UNRELATED_SIMILARITY.get(similarity, 0.0)
-        if isinstance(similarity, str) else 0.0,
+        if isinstance(similarity, str)
+        else 0.0,
     )
     result.scores.update(inv.as_scores())
 
@@ -118,14 +119,16 @@ def score_samples(
             eigv=eigv_uncertainty(sim_x0),
             eccentricity=eccentricity_uncertainty(sim_x0),
             semantic_entropy=semantic_entropy(
-                cosine_matrix(embeddings[x0_rows]), cluster_threshold),
+                cosine_matrix(embeddings[x0_rows]), cluster_threshold
+            ),
             semantic_volume=semantic_volume(embeddings[x0_rows]),
         )
         candidate_rows = [position[reply], *x0_rows]
         result.candidate_support = support(sim[np.ix_(candidate_rows, candidate_rows)])
     else:
-        result.notes.append("every sample of the original prompt failed: "
-                            "sample-only baselines were skipped")
+        result.notes.append(
+            "every sample of the original prompt failed: sample-only baselines were skipped"
+        )
     distinct_prompts = sorted({position[p] for p in prompts})
     if len(distinct_prompts) > 1:
         result.scores["prompt_semantic_volume"] = semantic_volume(embeddings[distinct_prompts])
@@ -146,8 +149,9 @@ def score_samples(
 
 def _similarity(texts: list[str], embeddings: np.ndarray, option: SimilarityOption) -> np.ndarray:
     if callable(option):
-        return check_similarity_matrix(option(texts), len(texts), getattr(option, "__name__",
-                                                                          "similarity"))
+        return check_similarity_matrix(
+            option(texts), len(texts), getattr(option, "__name__", "similarity")
+        )
     return similarity_matrix(embeddings, option)
 
 
