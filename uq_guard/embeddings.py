@@ -86,6 +86,16 @@ class SentenceTransformerEmbedder:
         self._lock = threading.Lock()
         self.texts_encoded = 0  # how many texts went through the model (cache misses)
 
+    @property
+    def model(self):
+        """The loaded ``SentenceTransformer`` (loads it on first access)."""
+        return self._load()
+
+    def clear_cache(self) -> None:
+        """Forget every cached embedding (the next ``encode`` is a cold call)."""
+        with self._lock:
+            self._cache.clear()
+
     def _load(self):
         if self._model is None:
             from sentence_transformers import SentenceTransformer
