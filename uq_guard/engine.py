@@ -34,7 +34,15 @@ from uq_guard.backend import (
 )
 from uq_guard.config import GuardConfig
 from uq_guard.embeddings import Embedder, shared_embedder
-from uq_guard.perturb import ModelParaphraser, NoPerturbation, PerturbationResult, Perturber
+from uq_guard.perturb import (
+    GAAPPerturber,
+    MixedPerturber,
+    ModelParaphraser,
+    NoPerturbation,
+    PerturbationResult,
+    Perturber,
+    default_lexicon,
+)
 from uq_guard.policies import best_supported, planned_decision
 from uq_guard.report import Cost, Decision, UncertaintyReport
 from uq_guard.scoring.suite import SampleScores, score_samples
@@ -130,13 +138,35 @@ class Guard:
         )
 
     def _default_perturber(self, backend: Backend) -> Perturber:
-        if self.config.perturbation == "none" or self.config.n_perturbations == 0:
+        cfg = self.config
+        if cfg.perturbation == "none" or cfg.n_perturbations == 0:
             return NoPerturbation()
-        return ModelParaphraser(
+        paraphraser = ModelParaphraser(
             self._retrying(backend),
-            temperature=self.config.temperature,
-            max_tokens=min(1024, 48 * self.config.n_perturbations + 64),
+            temperature=cfg.temperature,
+            max_tokens=min(1024, 48 * cfg.n_perturbations + 64),
         )
+        if cfg.perturbation == "paraphrase":
+            return paraphraser
+        gaap = GAAPPerturber(
+            lambda: self.embedder,
+            default_lexicon(
+                cfg.gaap_lexicon,
+                backend=self._retrying(backend),
+                user_substitutions=cfg.gaap_substitutions,
+            ),
+            key_ratio=cfg.gaap_key_ratio,
+            max_generations=cfg.gaap_max_generations,
+            max_population=cfg.gaap_max_population,
+            delta=cfg.gaap_delta,
+            min_fidelity=cfg.gaap_min_fidelity,
+            protected=cfg.gaap_protected,
+            similarity=cfg.similarity if isinstance(cfg.similarity, str) else "shifted_cosine",
+            seed=cfg.seed,
+        )
+        if cfg.perturbation == "gaap":
+            return gaap
+        return MixedPerturber([gaap, paraphraser])
 
     # -- public entry points ------------------------------------------------
 
@@ -241,7 +271,12 @@ class Guard:
                 n_requested=m,
                 notes=[f"perturbation failed: {exc}"],
             )
-        result.prompts = [p for p in result.prompts if p.strip() and p != prompt][:m]
+        n_real = result.real_count
+        # keep the real variants and the padding apart while cleaning, so n_real stays true
+        real = [p for p in result.prompts[:n_real] if p.strip() and p != prompt]
+        padding = [p for p in result.prompts[n_real:] if p.strip() and p != prompt]
+        result.prompts = (real + padding)[:m]
+        result.n_real = min(len(real), len(result.prompts))
         return result
 
     async def _assess(
@@ -366,6 +401,8 @@ def _report(
         perturbation_method=perturbation.method,
         perturbations=perturbation.prompts,
         n_perturbations_requested=perturbation.n_requested,
+        perturbation_lexicon=perturbation.lexicon,
+        n_perturbations_real=perturbation.real_count,
         n_prompts=1 + len(perturbation.prompts),
         n_samples=sum(len(a) for a in assessment.answers),
         n_failed=assessment.n_failed,

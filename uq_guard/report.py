@@ -42,6 +42,11 @@ class UncertaintyReport(BaseModel):
         reply: the text returned to the user (after the policy).
         original_reply: the model's own reply when the policy replaced it.
         perturbations: the perturbed prompts x_1..x_m that were used.
+        perturbation_lexicon: where GAAP's substitutes came from (``wordnet``,
+            ``model``, ``user``, ``none``, or a ``+``-joined union); None
+            when the perturber uses no lexicon.
+        n_perturbations_real: how many of ``perturbations`` are real,
+            distinct variants (the rest repeat them to fill the m asked for).
         n_prompts / n_samples: prompts (x_0 included) and answers scored.
         n_failed: sample answers that failed and were left out.
         degraded / degraded_reasons: something went wrong but the reply stands.
@@ -63,6 +68,8 @@ class UncertaintyReport(BaseModel):
     perturbation_method: str = "none"
     perturbations: list[str] = Field(default_factory=list)
     n_perturbations_requested: int = 0
+    perturbation_lexicon: str | None = None
+    n_perturbations_real: int = 0
     n_prompts: int = 0
     n_samples: int = 0
     n_failed: int = 0

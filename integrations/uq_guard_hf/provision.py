@@ -28,6 +28,7 @@ import zipfile
 from pathlib import Path
 
 from uq_guard._exceptions import MissingDependencyError, UQGuardError
+from uq_guard._paths import cache_root
 
 __all__ = [
     "DEFAULT_MODEL_DIRNAME",
@@ -55,14 +56,6 @@ _STALE_STAGING_AGE_S = 3600
 # Files whose presence means a provisioned folder is usable.
 _REQUIRED_FILES = ("config.json", "tokenizer_config.json")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
-
-
-def cache_root() -> Path:
-    """Return the uq_guard cache folder: ``$UQ_GUARD_HOME``, else ``~/.cache/uq_guard``."""
-    configured = os.environ.get("UQ_GUARD_HOME")
-    if configured:
-        return Path(configured).expanduser()
-    return Path.home() / ".cache" / "uq_guard"
 
 
 def _default_model_dir() -> Path:

@@ -52,7 +52,14 @@ def embedder() -> SentenceTransformerEmbedder:
 
 
 def make_guard(backend: FakeBackend, embedder: SentenceTransformerEmbedder, **config) -> Guard:
-    settings = {"n_perturbations": 3, "n_samples": 4, **FAST, **config}
+    # these scenarios script the model's paraphrases (GAAP has its own tests)
+    settings = {
+        "n_perturbations": 3,
+        "n_samples": 4,
+        "perturbation": "paraphrase",
+        **FAST,
+        **config,
+    }
     return Guard(backend, embedder=embedder, **settings)
 
 

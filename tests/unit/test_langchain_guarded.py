@@ -32,7 +32,8 @@ UNRELATED = [
     "My cat sleeps all afternoon.",
     "Volcanoes erupt molten rock.",
 ]
-SMALL = {"n_perturbations": 3, "n_samples": 4}
+# these scenarios script the model's paraphrases (GAAP has its own tests)
+SMALL = {"n_perturbations": 3, "n_samples": 4, "perturbation": "paraphrase"}
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,14 @@ def embedder() -> SentenceTransformerEmbedder:
 
 
 def guarded(backend: FakeBackend, embedder) -> Guard:
-    return Guard(backend, embedder=embedder, n_perturbations=2, n_samples=2, retry_wait_s=0.0)
+    return Guard(
+        backend,
+        embedder=embedder,
+        n_perturbations=2,
+        n_samples=2,
+        retry_wait_s=0.0,
+        perturbation="paraphrase",  # the paraphrases are scripted
+    )
 
 
 # -- normalize_messages -------------------------------------------------------

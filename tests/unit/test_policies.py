@@ -36,7 +36,14 @@ def steady_model(**kwargs) -> FakeBackend:
 
 
 def guarded(backend: FakeBackend, embedder, **config) -> Guard:
-    settings = {"n_perturbations": 3, "n_samples": 3, "retry_wait_s": 0.0, **config}
+    # these scenarios script the model's paraphrases (GAAP has its own tests)
+    settings = {
+        "n_perturbations": 3,
+        "n_samples": 3,
+        "retry_wait_s": 0.0,
+        "perturbation": "paraphrase",
+        **config,
+    }
     return Guard(backend, embedder=embedder, **settings)
 
 

@@ -83,7 +83,14 @@ async def test_guard_run_inside_a_running_loop(embedder) -> None:
     backend = FakeBackend(
         "Paris is the capital of France.", paraphrases=["Which city is the capital of France?"]
     )
-    guard = Guard(backend, embedder=embedder, n_perturbations=1, n_samples=3, retry_wait_s=0.0)
+    guard = Guard(
+        backend,
+        embedder=embedder,
+        n_perturbations=1,
+        n_samples=3,
+        retry_wait_s=0.0,
+        perturbation="paraphrase",  # the paraphrase is scripted
+    )
 
     result = guard.run("What is the capital of France?")
 

@@ -1,0 +1,713 @@
+"""GAAP: genetic-algorithm perturbation of the prompt (ALGORITHMS.md §3).
+
+GAAP makes the m variants x_1..x_m of the user's prompt x_0 without asking
+any model (with the default WordNet lexicon): key tokens are replaced by
+synonyms, hypernyms or hyponyms, or deleted, and a small genetic algorithm
+evolves the variants so that they spread from light to strong edits while
+staying on topic.
+
+The steps, each a small pure function here so that it can be tested alone:
+
+1. :func:`segment` cuts the prompt into words, gaps and *protected* spans
+   (:func:`protected_spans`: numbers, quoted text, code, names and the spans
+   the caller marks), which no operator ever touches.
+2. :func:`select_key_positions`: the ``key_ratio`` of the words most similar
+   to the whole prompt (KeyBERT's rule: cosine of each candidate word's
+   embedding with the prompt's), stopwords excluded.
+3. :func:`substitution_sets`: ``SUB(t)`` from a lexicon plus deletion.
+4. :func:`initial_population`: every one-substitution variant.
+5. One generation: :func:`roulette_select` by fitness (the similarity
+   ``a(x_0, x')``), :func:`crossover` at a word boundary, :func:`mutate` one
+   key position of each child; next population = parents ∪ children ∪
+   mutants, deduplicated, children under ``min_fidelity`` dropped, capped at
+   ``max_population``.
+6. Stop after ``max_generations`` or when the best fitness falls under
+   ``delta``.
+7. :func:`draw_across_generations`: the output is drawn uniformly from the
+   populations of generations 0, τ, 2τ, …, topped up from the last one;
+   padding (repeats) only when fewer than m distinct variants exist, and
+   the result says how many are real.
+
+Choices the paper leaves open, made here:
+
+* An individual is the prompt's list of *word slots*, each holding the
+  original word, a substitute phrase or nothing (deleted). Gaps and
+  protected spans sit between the slots and are never edited, so every
+  individual has the same number of slots: a one-point cut after slot h is a
+  word boundary in both parents (p, the shorter length, is that common
+  length) and protected spans survive crossover by construction.
+* Capitalised words are names, except a sentence's first word when it is a
+  stopword or a common instruction verb ("What", "Name", "List", ...).
+* When a population exceeds ``max_population`` a uniform random subset is
+  kept, not the fittest: keeping the fittest would keep only the lightest
+  edits and defeat drawing across generations (roulette selection already
+  favours fidelity).
+* Each generation selects ``2 * pairs_per_generation`` parents (default 8):
+  every new variant costs an embedding, and this keeps a whole run near a
+  hundred short texts, well under a second on a CPU.
+* Fitness is rounded to 6 decimals so that the last-bit differences of
+  batched float arithmetic cannot change a seeded run.
+* The random generator is seeded with (seed, CRC-32 of the prompt): the same
+  prompt and seed give the same variants in any process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import zlib
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
+
+import numpy as np
+
+from uq_guard.backend import Usage
+from uq_guard.embeddings import Embedder
+from uq_guard.perturb.base import PerturbationResult
+from uq_guard.perturb.lexicon import Lexicon, Substitutions
+
+__all__ = [
+    "STOPWORDS",
+    "GAAPPerturber",
+    "GAAPRun",
+    "Slot",
+    "crossover",
+    "draw_across_generations",
+    "fidelity",
+    "initial_population",
+    "mutate",
+    "protected_spans",
+    "render",
+    "roulette_select",
+    "segment",
+    "select_key_positions",
+    "substitution_sets",
+]
+
+logger = logging.getLogger(__name__)
+
+Individual = tuple[str, ...]
+T = TypeVar("T", bound=Hashable)
+
+STOPWORDS = frozenset(
+    """
+    a about above after again against all also am an and any are as at be because been before
+    being below between both but by can could did do does doing done down during each either
+    else even ever every few for from further get gets got had has have having he her here hers
+    herself him himself his how however i if in into is it its itself just least less let like
+    many may me might more most much must my myself neither no nor not now of off often on once
+    one only or other ought our ours ourselves out over own per please quite rather same shall
+    she should since so some such than that the their theirs them themselves then there these
+    they this those though through thus to too under until up upon us very was we were what
+    whatever when whenever where whereas wherever whether which while who whoever whom whose why
+    will with within without would yet you your yours yourself yourselves s t d ll m o re ve y
+    don doesn didn isn aren wasn weren won wouldn shouldn couldn can't don't isn't
+    """.split()  # noqa: SIM905 (a word list reads better as text)
+)
+"""Words never chosen as key tokens (function words carry no topic)."""
+
+# A sentence may open with these capitalised without them being names.
+_SENTENCE_STARTERS = frozenset(
+    """
+    name list tell give explain describe define write find compare summarize summarise translate
+    calculate compute show identify state suggest provide consider imagine suppose assume given
+    which whose
+    """.split()  # noqa: SIM905
+)
+
+_WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
+_PROTECTED_PATTERNS = (
+    re.compile(r"```.*?(?:```|$)", re.DOTALL),  # fenced code (an unclosed fence runs to the end)
+    re.compile(r"`[^`\n]+`"),  # inline code
+    re.compile(r'"[^"\n]+"|“[^”\n]+”|‘[^’\n]+’|«[^»\n]+»|„[^“”\n]+[“”]'),  # quotations
+    re.compile(r"(?<!\w)'[^'\n]+'(?!\w)"),
+    # code-like or link-like chunks: identifiers, calls, paths, URLs, e-mail addresses
+    re.compile(r"\S*(?:[_{}\[\]()<>=;\\/#@$^~|]|\w\.\w|::)\S*"),
+    re.compile(r"[\w'’-]*\d[\w.,:/%'’-]*"),  # numbers and words holding digits (COVID-19, 3rd)
+)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One piece of a segmented prompt.
+
+    Attributes:
+        text: the piece as it appears in the prompt.
+        kind: ``"word"`` (GAAP may change it), ``"gap"`` (spaces and
+            punctuation) or ``"protected"`` (never changed).
+        index: for a word, its position among the word slots; else -1.
+        candidate: whether the word may become a key token (not a stopword).
+    """
+
+    text: str
+    kind: Literal["word", "gap", "protected"]
+    index: int = -1
+    candidate: bool = False
+
+
+def _name_spans(text: str) -> list[tuple[int, int]]:
+    """Capitalised words that read as names (see the module docstring)."""
+    spans = []
+    for match in _WORD.finditer(text):
+        word = match.group()
+        if not word[:1].isupper():
+            continue
+        before = text[: match.start()].rstrip(" \t\"'“‘([")
+        sentence_start = not before or before[-1] in ".!?:\n"
+        lowered = word.lower()
+        if (
+            sentence_start
+            and not word.isupper()
+            and (lowered in STOPWORDS or lowered in _SENTENCE_STARTERS)
+        ):
+            continue
+        if spans and not text[spans[-1][1] : match.start()].strip(" \t"):
+            spans[-1] = (spans[-1][0], match.end())  # "Barack Obama" is one name
+        else:
+            spans.append((match.start(), match.end()))
+    return spans
+
+
+def _merge(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def protected_spans(text: str, protected: Sequence[str] = ()) -> list[tuple[int, int]]:
+    """Character spans of ``text`` that no GAAP operator may change, merged and sorted.
+
+    Protected are: fenced and inline code, quoted text, code- or link-like
+    chunks (anything holding ``_ ( ) = / @ ::`` and the like), numbers and
+    words holding digits, names (capitalised words, see the module
+    docstring), and every occurrence (case-insensitive) of the strings in
+    ``protected``. A span that cuts a word is widened to the whole word.
+    """
+    spans: list[tuple[int, int]] = []
+    for pattern in _PROTECTED_PATTERNS:
+        spans.extend(m.span() for m in pattern.finditer(text))
+    spans.extend(_name_spans(text))
+    for phrase in protected:
+        if phrase.strip():
+            spans.extend(m.span() for m in re.finditer(re.escape(phrase), text, re.IGNORECASE))
+    widened = []
+    for start, end in spans:
+        while start > 0 and text[start - 1].isalnum():
+            start -= 1
+        while end < len(text) and text[end].isalnum():
+            end += 1
+        if end > start:
+            widened.append((start, end))
+    return _merge(widened)
+
+
+def segment(text: str, protected: Sequence[str] = ()) -> list[Slot]:
+    """Cut ``text`` into word, gap and protected slots; joining their texts gives ``text`` back."""
+    slots: list[Slot] = []
+    n_words = 0
+
+    def free(piece: str) -> None:
+        nonlocal n_words
+        cursor = 0
+        for match in _WORD.finditer(piece):
+            if match.start() > cursor:
+                slots.append(Slot(piece[cursor : match.start()], "gap"))
+            word = match.group()
+            slots.append(Slot(word, "word", n_words, word.lower() not in STOPWORDS))
+            n_words += 1
+            cursor = match.end()
+        if cursor < len(piece):
+            slots.append(Slot(piece[cursor:], "gap"))
+
+    cursor = 0
+    for start, end in protected_spans(text, protected):
+        free(text[cursor:start])
+        slots.append(Slot(text[start:end], "protected"))
+        cursor = end
+    free(text[cursor:])
+    return slots
+
+
+def words_of(slots: Sequence[Slot]) -> Individual:
+    """The original words: the individual that is x_0 itself."""
+    return tuple(slot.text for slot in slots if slot.kind == "word")
+
+
+def render(slots: Sequence[Slot], individual: Sequence[str]) -> str:
+    """The prompt text of ``individual`` (one value per word slot; ``""`` = deleted).
+
+    A deleted word takes one neighbouring space with it, and no space is left
+    before the punctuation that followed it.
+    """
+    pieces: list[str] = []
+    after_deletion = False
+    for slot in slots:
+        if slot.kind == "word":
+            value = individual[slot.index]
+            if not value:
+                after_deletion = True
+                continue
+            pieces.append(value)
+        elif slot.kind == "gap" and after_deletion:
+            if slot.text.strip():
+                if pieces and not slot.text[0].isspace():
+                    pieces[-1] = pieces[-1].rstrip(" \t")
+                pieces.append(slot.text)
+            elif not pieces:
+                pass  # a deletion at the very start: drop the space after it
+            else:
+                continue
+        else:
+            pieces.append(slot.text)
+        after_deletion = False
+    return "".join(pieces).strip()
+
+
+def select_key_positions(
+    slots: Sequence[Slot],
+    similarities: dict[int, float],
+    key_ratio: float,
+    max_keys: int | None = None,
+) -> list[int]:
+    """KeyBERT's rule: the ``key_ratio`` of the words most similar to the whole prompt.
+
+    Args:
+        slots: the segmented prompt.
+        similarities: word index -> cosine of its word with the prompt, for
+            the candidate words (those GAAP may change).
+        key_ratio: the share of the prompt's words to take (at least one).
+        max_keys: an upper bound (long prompts).
+
+    Returns:
+        Word indices, most similar first (ties: earlier first).
+    """
+    n_words = sum(1 for slot in slots if slot.kind == "word")
+    if n_words == 0 or not similarities:
+        return []
+    k = max(1, math.ceil(key_ratio * n_words))
+    if max_keys is not None:
+        k = min(k, max_keys)
+    ranked = sorted(similarities, key=lambda index: (-similarities[index], index))
+    return ranked[:k]
+
+
+def _match_case(original: str, substitute: str) -> str:
+    if original[:1].isupper() and substitute[:1].islower():
+        return substitute[:1].upper() + substitute[1:]
+    return substitute
+
+
+def substitution_sets(
+    words: Sequence[str],
+    keys: Sequence[int],
+    options: dict[str, list[str]],
+    max_substitutes: int | None = None,
+) -> dict[int, tuple[str, ...]]:
+    """``SUB(t)`` for every key position: the lexicon's substitutes, then deletion (``""``).
+
+    Substitutes take the original's capitalisation, never equal the original
+    word, and are capped at ``max_substitutes`` (deletion comes on top).
+    """
+    sets: dict[int, tuple[str, ...]] = {}
+    for index in keys:
+        word = words[index]
+        found = options.get(word, [])
+        seen = {word.casefold(), ""}
+        kept: list[str] = []
+        for option in found:
+            option = _match_case(word, option.strip())
+            if option.casefold() in seen:
+                continue
+            seen.add(option.casefold())
+            kept.append(option)
+            if max_substitutes is not None and len(kept) >= max_substitutes:
+                break
+        sets[index] = (*kept, "")
+    return sets
+
+
+def initial_population(
+    original: Individual, substitutions: dict[int, tuple[str, ...]]
+) -> list[Individual]:
+    """Every individual made by one substitution at one key position (in key order)."""
+    population: list[Individual] = []
+    for index, options in substitutions.items():
+        for option in options:
+            child = list(original)
+            child[index] = option
+            population.append(tuple(child))
+    return list(dict.fromkeys(population))
+
+
+def roulette_select(fitness: Sequence[float], k: int, rng: np.random.Generator) -> np.ndarray:
+    """``k`` indices drawn with replacement, each with probability ∝ its fitness.
+
+    All-zero fitness draws uniformly.
+    """
+    weights = np.clip(np.asarray(fitness, dtype=np.float64), 0.0, None)
+    total = weights.sum()
+    if len(weights) == 0:
+        return np.zeros(0, dtype=np.int64)
+    probabilities = weights / total if total > 0 else None
+    return rng.choice(len(weights), size=k, replace=True, p=probabilities)
+
+
+def crossover(
+    first: Individual, second: Individual, rng: np.random.Generator
+) -> tuple[Individual, Individual]:
+    """One-point crossover at a word boundary: swap the tails after h ~ U{1..p-1}.
+
+    ``p`` is the shorter length; with fewer than two slots there is no
+    boundary and the parents come back unchanged.
+    """
+    p = min(len(first), len(second))
+    if p < 2:
+        return first, second
+    h = int(rng.integers(1, p))
+    return first[:h] + second[h:], second[:h] + first[h:]
+
+
+def mutate(
+    individual: Individual,
+    substitutions: dict[int, tuple[str, ...]],
+    rng: np.random.Generator,
+) -> Individual:
+    """Replace one random key position with a random, different element of its ``SUB``.
+
+    Exactly one position changes; only positions whose ``SUB`` offers a value
+    other than the current one are drawn. With none, ``individual`` comes back.
+    """
+    choices = {
+        index: [option for option in options if option != individual[index]]
+        for index, options in substitutions.items()
+    }
+    open_positions = sorted(index for index, options in choices.items() if options)
+    if not open_positions:
+        return individual
+    index = open_positions[int(rng.integers(len(open_positions)))]
+    options = choices[index]
+    mutant = list(individual)
+    mutant[index] = options[int(rng.integers(len(options)))]
+    return tuple(mutant)
+
+
+def fidelity(
+    original: np.ndarray, variants: np.ndarray, similarity: str = "shifted_cosine"
+) -> np.ndarray:
+    """``a(x_0, x')`` for unit vectors: ``(1 + cos) / 2`` or ``|cos|``, rounded to 6 decimals."""
+    if len(variants) == 0:
+        return np.zeros(0)
+    cosine = np.clip(variants.astype(np.float64) @ original.astype(np.float64), -1.0, 1.0)
+    values = np.abs(cosine) if similarity == "abs_cosine" else (1.0 + cosine) / 2.0
+    return np.round(values, 6)
+
+
+def draw_across_generations(
+    populations: Sequence[Sequence[T]],
+    m: int,
+    stride: int,
+    rng: np.random.Generator,
+    *,
+    pad: bool = True,
+) -> tuple[list[T], int]:
+    """Draw ``m`` individuals uniformly from generations 0, τ, 2τ, … (τ = ``stride``).
+
+    Round-robin over those generations, a uniform draw within each, no
+    repeats; when they hold fewer than ``m`` distinct individuals the draw
+    continues in the last population, and (with ``pad``) repeats of drawn
+    individuals fill what is still missing.
+
+    Returns:
+        The drawn individuals and how many of them are real (distinct).
+    """
+    if m <= 0 or not populations:
+        return [], 0
+    chosen: list[T] = []
+    taken: set[T] = set()
+    pools = []
+    for population in populations[:: max(1, stride)]:
+        pool = list(dict.fromkeys(population))
+        pools.append([pool[i] for i in rng.permutation(len(pool))])
+    while len(chosen) < m and any(pools):
+        for pool in pools:
+            while pool and len(chosen) < m:
+                candidate = pool.pop()
+                if candidate not in taken:
+                    taken.add(candidate)
+                    chosen.append(candidate)
+                    break
+    last = list(dict.fromkeys(populations[-1]))
+    for i in rng.permutation(len(last)):
+        if len(chosen) >= m:
+            break
+        if last[i] not in taken:
+            taken.add(last[i])
+            chosen.append(last[i])
+    n_real = len(chosen)
+    if pad and 0 < n_real < m:
+        source = last or chosen
+        chosen.extend(source[int(i)] for i in rng.integers(len(source), size=m - n_real))
+    return chosen, n_real
+
+
+@dataclass
+class GAAPRun:
+    """What one GAAP run did (for the report, the benchmark and tests).
+
+    Attributes:
+        prompts: the drawn variants (padding included).
+        n_real: how many of them are distinct, real variants.
+        key_words: the key tokens, most prompt-like first.
+        substitutions: ``SUB(t)`` of each key token (deletion as ``""``).
+        generations: the populations, generation 0 first.
+        fitness: fitness of every individual evaluated, by rendered text.
+        stop_reason: ``"max_generations"``, ``"delta"``, ``"no_population"``
+            or ``"no_key_tokens"``.
+        texts_embedded: texts sent to the embedder (one batch per generation).
+        notes: what the report should say.
+    """
+
+    prompts: list[str]
+    n_real: int
+    key_words: list[str] = field(default_factory=list)
+    substitutions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    generations: list[list[str]] = field(default_factory=list)
+    fitness: dict[str, float] = field(default_factory=dict)
+    stop_reason: str = ""
+    texts_embedded: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Plan:
+    slots: list[Slot]
+    original: Individual
+    keys: list[int]
+    prompt_vector: np.ndarray | None
+    notes: list[str]
+
+
+class GAAPPerturber:
+    """The GAAP perturber (see the module docstring for the algorithm).
+
+    Args:
+        embedder: the engine's embedder, or a zero-argument callable that
+            returns it (so the model loads only when GAAP first runs).
+        lexicon: where substitutes come from (:mod:`uq_guard.perturb.lexicon`).
+        key_ratio: share of the prompt's words taken as key tokens.
+        max_generations: generations at most.
+        max_population: population cap.
+        delta: stop when the best fitness falls under this.
+        min_fidelity: variants less similar than this to x_0 are dropped.
+        protected: strings never changed, on top of the automatic protection.
+        similarity: ``"shifted_cosine"`` or ``"abs_cosine"``: the fitness ``a``.
+        seed: with the prompt, fixes the run.
+        generation_stride: τ, the step between generations drawn from.
+        pairs_per_generation: crossovers per generation.
+        max_substitutes: cap on ``SUB(t)`` per key token (deletion on top).
+        max_key_tokens: cap on key tokens (long prompts).
+        max_candidates: distinct candidate words scored for key tokens (long prompts).
+        pad: fill a shortfall with repeats (counted in ``n_real``).
+    """
+
+    method = "gaap"
+
+    def __init__(
+        self,
+        embedder: Embedder | Callable[[], Embedder],
+        lexicon: Lexicon,
+        *,
+        key_ratio: float = 0.3,
+        max_generations: int = 8,
+        max_population: int = 64,
+        delta: float = 0.7,
+        min_fidelity: float = 0.5,
+        protected: Sequence[str] = (),
+        similarity: str = "shifted_cosine",
+        seed: int = 0,
+        generation_stride: int = 2,
+        pairs_per_generation: int = 4,
+        max_substitutes: int = 8,
+        max_key_tokens: int = 16,
+        max_candidates: int = 256,
+        pad: bool = True,
+    ) -> None:
+        self._embedder = embedder
+        self.lexicon = lexicon
+        self.key_ratio = key_ratio
+        self.max_generations = max_generations
+        self.max_population = max_population
+        self.delta = delta
+        self.min_fidelity = min_fidelity
+        self.protected = tuple(protected)
+        self.similarity = (
+            similarity if similarity in ("shifted_cosine", "abs_cosine") else ("shifted_cosine")
+        )
+        self.seed = seed
+        self.generation_stride = generation_stride
+        self.pairs_per_generation = pairs_per_generation
+        self.max_substitutes = max_substitutes
+        self.max_key_tokens = max_key_tokens
+        self.max_candidates = max_candidates
+        self.pad = pad
+
+    @property
+    def embedder(self) -> Embedder:
+        if not hasattr(self._embedder, "encode"):
+            self._embedder = self._embedder()  # type: ignore[operator]
+        return self._embedder  # type: ignore[return-value]
+
+    def rng(self, prompt: str) -> np.random.Generator:
+        """The generator of one run: seeded by the seed and the prompt."""
+        return np.random.default_rng([self.seed, zlib.crc32(prompt.encode("utf-8"))])
+
+    async def perturb(self, prompt: str, m: int) -> PerturbationResult:
+        if m <= 0:
+            return PerturbationResult(prompts=[], method=self.method, n_requested=0, n_real=0)
+        run, substitutions = await self.run(prompt, m)
+        return PerturbationResult(
+            prompts=run.prompts,
+            method=self.method,
+            n_requested=m,
+            usage=substitutions.usage if substitutions else Usage(),
+            notes=run.notes,
+            lexicon=substitutions.lexicon if substitutions else self.lexicon.name,
+            n_real=run.n_real,
+        )
+
+    async def run(self, prompt: str, m: int) -> tuple[GAAPRun, Substitutions | None]:
+        """One full GAAP run; also returns what the lexicon said (None when not asked)."""
+        plan = await asyncio.to_thread(self._plan, prompt)
+        if not plan.keys:
+            notes = [*plan.notes, "GAAP found no word it may change: no perturbations"]
+            return GAAPRun(prompts=[], n_real=0, stop_reason="no_key_tokens", notes=notes), None
+        key_words = [plan.original[i] for i in plan.keys]
+        substitutions = await self.lexicon.substitutes(key_words, prompt)
+        run = await asyncio.to_thread(self._evolve, prompt, plan, substitutions, m)
+        run.notes = [*plan.notes, *substitutions.notes, *run.notes]
+        return run, substitutions
+
+    # -- the synchronous parts (run off the event loop) ---------------------------
+
+    def _plan(self, prompt: str) -> _Plan:
+        slots = segment(prompt, self.protected)
+        original = words_of(slots)
+        notes: list[str] = []
+        candidates: dict[str, list[int]] = {}
+        for slot in slots:
+            if slot.kind == "word" and slot.candidate:
+                candidates.setdefault(slot.text.lower(), []).append(slot.index)
+        if len(candidates) > self.max_candidates:
+            notes.append(
+                f"long prompt: key tokens chosen among its first {self.max_candidates} "
+                "distinct words"
+            )
+            candidates = dict(list(candidates.items())[: self.max_candidates])
+        if not candidates:
+            return _Plan(slots, original, [], None, notes)
+        words = list(candidates)
+        vectors = self.embedder.encode([prompt, *words])
+        cosines = vectors[1:].astype(np.float64) @ vectors[0].astype(np.float64)
+        similarities = {
+            index: round(float(cosine), 6)
+            for word, cosine in zip(words, cosines, strict=True)
+            for index in candidates[word]
+        }
+        keys = select_key_positions(slots, similarities, self.key_ratio, self.max_key_tokens)
+        return _Plan(slots, original, keys, vectors[0], notes)
+
+    def _evaluate(
+        self, plan: _Plan, individuals: Sequence[Individual], fitness: dict[Individual, float]
+    ) -> int:
+        """Fitness of the individuals not seen yet, in one embedding batch; returns texts sent."""
+        fresh = [ind for ind in dict.fromkeys(individuals) if ind not in fitness]
+        if not fresh:
+            return 0
+        texts = [render(plan.slots, ind) for ind in fresh]
+        assert plan.prompt_vector is not None
+        values = fidelity(plan.prompt_vector, self.embedder.encode(texts), self.similarity)
+        for individual, value in zip(fresh, values, strict=True):
+            fitness[individual] = float(value)
+        return len(texts)
+
+    def _cap(self, population: list[Individual], rng: np.random.Generator) -> list[Individual]:
+        if len(population) <= self.max_population:
+            return population
+        keep = np.sort(rng.choice(len(population), size=self.max_population, replace=False))
+        return [population[i] for i in keep]
+
+    def _evolve(self, prompt: str, plan: _Plan, found: Substitutions, m: int) -> GAAPRun:
+        rng = self.rng(prompt)
+        original = plan.original
+        subs = substitution_sets(original, plan.keys, found.options, self.max_substitutes)
+        notes: list[str] = []
+        if all(len(options) == 1 for options in subs.values()):
+            notes.append(
+                f"the {found.lexicon} lexicon had no substitutes for the key tokens "
+                f"({', '.join(original[i] for i in plan.keys)}): GAAP can only delete them"
+            )
+        fitness: dict[Individual, float] = {}
+        outputs = {original}
+
+        def viable(individuals: Iterable[Individual]) -> list[Individual]:
+            return [
+                ind
+                for ind in dict.fromkeys(individuals)
+                if ind not in outputs
+                and render(plan.slots, ind) != prompt.strip()
+                and fitness[ind] >= self.min_fidelity
+            ]
+
+        population = self._cap(initial_population(original, subs), rng)
+        embedded = self._evaluate(plan, population, fitness)
+        population = viable(population)
+        generations = [population]
+        stop_reason = "max_generations"
+        for _ in range(self.max_generations):
+            if not population:
+                stop_reason = "no_population"
+                break
+            if max(fitness[ind] for ind in population) < self.delta:
+                stop_reason = "delta"
+                break
+            chosen = roulette_select(
+                [fitness[ind] for ind in population], 2 * self.pairs_per_generation, rng
+            )
+            parents = [population[i] for i in chosen]
+            children: list[Individual] = []
+            for first, second in zip(parents[::2], parents[1::2], strict=True):
+                children.extend(crossover(first, second, rng))
+            mutants = [mutate(child, subs, rng) for child in children]
+            embedded += self._evaluate(plan, [*children, *mutants], fitness)
+            population = self._cap(viable([*parents, *children, *mutants]), rng)
+            generations.append(population)
+
+        texts = {ind: render(plan.slots, ind) for ind in fitness}
+        # distinct individuals can read the same (a deletion next to a gap): draw texts
+        text_generations = [list(dict.fromkeys(texts[ind] for ind in pop)) for pop in generations]
+        drawn, n_real = draw_across_generations(
+            text_generations, m, self.generation_stride, rng, pad=self.pad
+        )
+        if n_real < m:
+            notes.append(
+                f"GAAP found {n_real} distinct perturbations of {m}"
+                + (": the rest repeat them" if self.pad and n_real else "")
+            )
+        return GAAPRun(
+            prompts=drawn,
+            n_real=n_real,
+            key_words=[original[i] for i in plan.keys],
+            substitutions={original[i]: subs[i] for i in plan.keys},
+            generations=text_generations,
+            fitness={texts[ind]: value for ind, value in fitness.items()},
+            stop_reason=stop_reason,
+            texts_embedded=embedded,
+            notes=notes,
+        )

@@ -1,0 +1,431 @@
+"""Lexicons: where GAAP gets the substitutes ``SUB(t)`` of a key token ``t``.
+
+* :class:`WordNetLexicon` (the paper's choice, the default): WordNet synonyms
+  ∪ hypernyms ∪ hyponyms through nltk. Needs the corpus (``uq-guard setup
+  wordnet``); makes no model call.
+* :class:`ModelLexicon`: asks a chat model for substitutes of *all* key
+  tokens in one call (costs one model call per guarded call).
+* :class:`UserLexicon`: a dict the caller supplies (domain vocabulary).
+* :class:`CombinedLexicon`: the union of several, in order.
+
+:func:`default_lexicon` picks one for ``GuardConfig.gaap_lexicon``; with
+``"auto"`` the order is: the user dict (when given) together with WordNet
+when its corpus is installed, else the model lexicon when a model is at
+hand, else the user dict alone, else none (GAAP then only deletes words).
+The lexicon's ``name`` lands in the report as ``perturbation_lexicon``.
+
+Substitutes never include ``t`` itself (case-insensitively) and never the
+empty string: deletion is GAAP's own operator, not a lexicon entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from uq_guard.backend import Backend, GenerationRequest, Usage
+
+__all__ = [
+    "CombinedLexicon",
+    "Lexicon",
+    "ModelLexicon",
+    "NoLexicon",
+    "Substitutions",
+    "UserLexicon",
+    "WordNetLexicon",
+    "default_lexicon",
+    "inflect_like",
+    "parse_substitutes",
+    "wordnet_substitutes",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Substitutions:
+    """Substitutes found for some key tokens.
+
+    Attributes:
+        options: key token -> its substitutes (best first; may be empty).
+        lexicon: the name of the lexicon that found them.
+        pos: the part of speech the substitutes keep, where the lexicon knows it
+            (WordNet letters: ``n``, ``v``, ``a``, ``r``).
+        usage: model calls spent (zero for WordNet and user dicts).
+        notes: anything the report should say (a failed model call).
+    """
+
+    options: dict[str, list[str]]
+    lexicon: str
+    pos: dict[str, str] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+    notes: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class Lexicon(Protocol):
+    """Anything that proposes substitutes for words of a prompt."""
+
+    name: str
+
+    async def substitutes(self, words: Sequence[str], context: str) -> Substitutions:
+        """Substitutes for each of ``words``, as they occur in the prompt ``context``."""
+        ...
+
+
+def _clean_options(word: str, options: Sequence[str], limit: int | None = None) -> list[str]:
+    """Distinct, non-empty options, ``word`` itself dropped, at most ``limit``."""
+    seen = {word.casefold()}
+    kept: list[str] = []
+    for option in options:
+        text = re.sub(r"\s+", " ", option.replace("_", " ")).strip()
+        if not text or text.casefold() in seen:
+            continue
+        seen.add(text.casefold())
+        kept.append(text)
+        if limit is not None and len(kept) >= limit:
+            break
+    return kept
+
+
+# -- WordNet -----------------------------------------------------------------
+
+_POS_ORDER = ("n", "v", "a", "r")
+
+
+def inflect_like(word: str, lemma: str, phrase: str) -> str:
+    """``phrase`` given the regular inflection that turns ``lemma`` into ``word``.
+
+    WordNet returns base forms, so a substitute for "cities" would read
+    "metropolis"; this makes it "metropolises". Only the regular suffixes
+    -s/-es, -ed and -ing are copied: a plural onto the phrase's head noun
+    (its last word, or the word before "of": "birds of prey"), a verb
+    ending onto its first word ("looked up"). Irregular forms are left alone.
+    """
+    if word == lemma or not phrase:
+        return phrase
+    suffix = word[len(lemma) :] if word.startswith(lemma) else ""
+    if not suffix and lemma.endswith("y") and word == lemma[:-1] + "ies":
+        suffix = "s"  # city -> cities
+    if not suffix and lemma.endswith("e") and word.startswith(lemma[:-1]):
+        suffix = word[len(lemma) - 1 :]  # make -> making, bake -> baked
+    if suffix in ("s", "es"):
+        parts = phrase.split(" ")
+        # the head of "bird of prey" is "bird"; "words" and "glasses" are plural already
+        head = parts.index("of") - 1 if "of" in parts[1:] else len(parts) - 1
+        if not re.search(r"[^s]s$", parts[head]):
+            parts[head] = _plural(parts[head])
+        return " ".join(parts)
+    if suffix in ("ed", "d", "ing"):
+        parts = phrase.split(" ")
+        head = parts[0]
+        if suffix == "ing":
+            stem = head[:-1] if head.endswith("e") and not head.endswith("ee") else head
+            parts[0] = stem + "ing"
+        else:
+            parts[0] = head + ("d" if head.endswith("e") else "ed")
+        return " ".join(parts)
+    return phrase
+
+
+def _plural(noun: str) -> str:
+    if re.search(r"(s|x|z|ch|sh)$", noun):
+        return noun + "es"
+    if re.search(r"[^aeiou]y$", noun):
+        return noun[:-1] + "ies"
+    return noun + "s"
+
+
+@functools.lru_cache(maxsize=1)
+def _wordnet():
+    from uq_guard.perturb.wordnet import ensure_nltk_path
+
+    ensure_nltk_path()
+    from nltk.corpus import wordnet
+
+    wordnet.ensure_loaded()
+    return wordnet
+
+
+@functools.lru_cache(maxsize=20_000)
+def wordnet_substitutes(word: str) -> tuple[tuple[str, ...], str | None]:
+    """WordNet synonyms ∪ hypernyms ∪ hyponyms of ``word``, and the part of speech kept.
+
+    The part of speech is the one with the most senses of ``word`` (ties in
+    the order noun, verb, adjective, adverb): without a tagger that is the
+    likeliest reading, and keeping to it stops "capital" (noun) drawing
+    adjective substitutes. Synonyms, hypernyms and hyponyms are interleaved
+    (sense order within each), so a truncated list still holds all three
+    kinds. Lemmas are cleaned (``triple_crown`` -> ``triple crown``),
+    inflected like ``word`` when regular, and ``word`` itself is dropped.
+
+    Raises:
+        LookupError: the WordNet corpus is not installed.
+    """
+    wn = _wordnet()
+    lowered = word.lower()
+    synsets = wn.synsets(lowered)
+    if not synsets:
+        return (), None
+    counts: dict[str, int] = {}
+    for synset in synsets:
+        pos = "a" if synset.pos() == "s" else synset.pos()
+        counts[pos] = counts.get(pos, 0) + 1
+    pos = max(_POS_ORDER, key=lambda p: (counts.get(p, 0), -_POS_ORDER.index(p)))
+    senses = [s for s in synsets if ("a" if s.pos() == "s" else s.pos()) == pos]
+    lemma = wn.morphy(lowered, pos) or lowered
+    kinds: list[list[str]] = [[], [], []]
+    for sense in senses:
+        kinds[0].extend(sense.lemma_names())
+        for hypernym in sense.hypernyms() + sense.instance_hypernyms():
+            kinds[1].extend(hypernym.lemma_names())
+        for hyponym in sense.hyponyms():
+            kinds[2].extend(hyponym.lemma_names())
+    interleaved = [
+        name
+        for group in _zip_longest(kinds)
+        for name in group
+        if name.replace("_", " ").casefold() != lemma.casefold()
+    ]
+    inflected = [inflect_like(lowered, lemma, name.replace("_", " ")) for name in interleaved]
+    return tuple(_clean_options(lowered, inflected)), pos
+
+
+def _zip_longest(lists: list[list[str]]) -> list[list[str]]:
+    longest = max((len(items) for items in lists), default=0)
+    return [[items[i] for items in lists if i < len(items)] for i in range(longest)]
+
+
+class WordNetLexicon:
+    """WordNet synonyms ∪ hypernyms ∪ hyponyms (see :func:`wordnet_substitutes`).
+
+    The corpus loads on first use (a few seconds, once per process), off the
+    event loop.
+    """
+
+    name = "wordnet"
+
+    async def substitutes(self, words: Sequence[str], context: str) -> Substitutions:
+        return await asyncio.to_thread(self.lookup, words)
+
+    def lookup(self, words: Sequence[str]) -> Substitutions:
+        """The synchronous lookup behind :meth:`substitutes`."""
+        options: dict[str, list[str]] = {}
+        pos: dict[str, str] = {}
+        for word in dict.fromkeys(words):
+            found, tag = wordnet_substitutes(word)
+            options[word] = list(found)
+            if tag is not None:
+                pos[word] = tag
+        return Substitutions(options=options, lexicon=self.name, pos=pos)
+
+
+# -- a user dict -----------------------------------------------------------------
+
+
+class UserLexicon:
+    """Substitutes from a dict the caller supplies, looked up case-insensitively.
+
+    Args:
+        mapping: word -> its substitutes (e.g. ``{"car": ["automobile", "vehicle"]}``).
+    """
+
+    name = "user"
+
+    def __init__(self, mapping: Mapping[str, Sequence[str]]) -> None:
+        self.mapping = {key.casefold(): list(values) for key, values in mapping.items()}
+
+    async def substitutes(self, words: Sequence[str], context: str) -> Substitutions:
+        options = {
+            word: _clean_options(word, self.mapping.get(word.casefold(), []))
+            for word in dict.fromkeys(words)
+        }
+        return Substitutions(options=options, lexicon=self.name)
+
+
+class NoLexicon:
+    """No substitutes at all: GAAP can still delete key tokens."""
+
+    name = "none"
+
+    async def substitutes(self, words: Sequence[str], context: str) -> Substitutions:
+        return Substitutions(options={word: [] for word in words}, lexicon=self.name)
+
+
+class CombinedLexicon:
+    """The union of several lexicons' substitutes, in the given order."""
+
+    def __init__(self, lexicons: Sequence[Lexicon]) -> None:
+        self.lexicons = list(lexicons)
+        self.name = "+".join(lexicon.name for lexicon in self.lexicons)
+
+    async def substitutes(self, words: Sequence[str], context: str) -> Substitutions:
+        parts = [await lexicon.substitutes(words, context) for lexicon in self.lexicons]
+        options: dict[str, list[str]] = {}
+        for word in dict.fromkeys(words):
+            merged = [option for part in parts for option in part.options.get(word, [])]
+            options[word] = _clean_options(word, merged)
+        usage = Usage()
+        pos: dict[str, str] = {}
+        notes: list[str] = []
+        for part in parts:
+            usage = usage + part.usage
+            pos = {**part.pos, **pos}
+            notes.extend(part.notes)
+        return Substitutions(options=options, lexicon=self.name, pos=pos, usage=usage, notes=notes)
+
+
+# -- the model lexicon ----------------------------------------------------------------
+
+SUBSTITUTES_INSTRUCTION = (
+    "For each word below, give up to {k} words or short phrases that could replace it "
+    "in the sentence: synonyms, broader or narrower terms. Write one line per word, "
+    "exactly in the form `word: substitute, substitute, ...`, and nothing else.\n\n"
+    "Sentence: {context}\nWords: {words}"
+)
+
+_ITEM_SPLIT = re.compile(r"\s*[,;/|]\s*|\s+\bor\b\s+")
+_LINE_MARKER = re.compile(r"^\s*(?:[-*•·]+|\(?\d{1,3}\s*[.):\]])\s*")
+_QUOTES = "\"'“”‘’`*"
+
+
+def parse_substitutes(text: str, words: Sequence[str], limit: int = 8) -> dict[str, list[str]]:
+    """Substitutes for ``words`` found in a model's answer ``text``.
+
+    Reads lines of the form ``word: a, b, c`` (also ``word - a, b``,
+    ``word -> a``, numbered or bulleted, quoted or bold), matching ``word``
+    case-insensitively. Lines about other words, items longer than five words,
+    copies of the word and duplicates are dropped; a word the model skipped
+    gets an empty list. Never raises on malformed text.
+    """
+    wanted = {word.casefold(): word for word in words}
+    found: dict[str, list[str]] = {word: [] for word in wanted.values()}
+    for raw_line in text.splitlines():
+        line = _LINE_MARKER.sub("", raw_line).strip()
+        match = re.match(r"^([^:=>\-–—]+?)\s*(?::|=>|->|–|—|-|=)\s*(.+)$", line)
+        if not match:
+            continue
+        head = match.group(1).strip().strip(_QUOTES).strip().casefold()
+        if head not in wanted:
+            continue
+        word = wanted[head]
+        items = [
+            item.strip().strip(_QUOTES).strip().rstrip(".")
+            for item in _ITEM_SPLIT.split(match.group(2))
+        ]
+        items = [item for item in items if item and len(item.split()) <= 5 and len(item) <= 60]
+        found[word] = _clean_options(word, [*found[word], *items], limit)
+    return found
+
+
+class ModelLexicon:
+    """Ask a chat model for substitutes of all key tokens in one call.
+
+    Args:
+        backend: the model to ask (usually the guarded model itself).
+        per_word: how many substitutes to ask for, per word.
+        temperature: sampling temperature of the request.
+        max_tokens: cap on the answer's length.
+        instruction: template with ``{k}``, ``{context}`` and ``{words}``.
+    """
+
+    name = "model"
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        per_word: int = 6,
+        temperature: float = 0.3,
+        max_tokens: int = 384,
+        instruction: str = SUBSTITUTES_INSTRUCTION,
+    ) -> None:
+        self.backend = backend
+        self.per_word = per_word
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.instruction = instruction
+
+    def request(self, words: Sequence[str], context: str) -> GenerationRequest:
+        """The single request that asks for every word's substitutes."""
+        content = self.instruction.format(k=self.per_word, context=context, words=", ".join(words))
+        return GenerationRequest(
+            messages=({"role": "user", "content": content},),
+            n=1,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+        )
+
+    async def substitutes(self, words: Sequence[str], context: str) -> Substitutions:
+        distinct = list(dict.fromkeys(words))
+        if not distinct:
+            return Substitutions(options={}, lexicon=self.name)
+        [answer] = await self.backend.generate([self.request(distinct, context)])
+        notes: list[str] = []
+        if answer.ok:
+            options = parse_substitutes(answer.texts[0], distinct, self.per_word)
+        else:
+            options = {word: [] for word in distinct}
+            notes.append(f"model lexicon request failed: {answer.error}")
+        return Substitutions(options=options, lexicon=self.name, usage=answer.usage, notes=notes)
+
+
+def default_lexicon(
+    choice: str = "auto",
+    *,
+    backend: Backend | None = None,
+    user_substitutions: Mapping[str, Sequence[str]] | None = None,
+) -> Lexicon:
+    """The lexicon ``GuardConfig.gaap_lexicon`` names (see the module docstring for ``auto``).
+
+    Args:
+        choice: ``"auto"``, ``"wordnet"``, ``"model"``, ``"user"`` or ``"none"``.
+        backend: the model a model lexicon asks.
+        user_substitutions: the user dict.
+
+    Raises:
+        ConfigurationError: the named lexicon cannot be built (no WordNet
+            corpus, no model, no dict), naming ``gaap_lexicon`` and the fix.
+    """
+    from uq_guard._exceptions import ConfigurationError
+    from uq_guard.perturb.wordnet import wordnet_available
+
+    user = UserLexicon(user_substitutions) if user_substitutions else None
+    if choice == "wordnet":
+        if not wordnet_available():
+            raise ConfigurationError(
+                "gaap_lexicon='wordnet' but the WordNet corpus is not installed; "
+                "run `uq-guard setup wordnet`"
+            )
+        return CombinedLexicon([user, WordNetLexicon()]) if user else WordNetLexicon()
+    if choice == "model":
+        if backend is None:
+            raise ConfigurationError("gaap_lexicon='model' needs a model to ask")
+        return ModelLexicon(backend)
+    if choice == "user":
+        if user is None:
+            raise ConfigurationError("gaap_lexicon='user' needs gaap_substitutions (a dict)")
+        return user
+    if choice == "none":
+        return NoLexicon()
+    if choice != "auto":
+        raise ConfigurationError(
+            f"gaap_lexicon={choice!r}: choose one of auto, wordnet, model, user, none"
+        )
+    if wordnet_available():
+        return CombinedLexicon([user, WordNetLexicon()]) if user else WordNetLexicon()
+    if backend is not None:
+        logger.warning(
+            "WordNet is not installed (run `uq-guard setup wordnet`); "
+            "GAAP asks the model for substitutes instead (one extra call)"
+        )
+        return CombinedLexicon([user, ModelLexicon(backend)]) if user else ModelLexicon(backend)
+    if user is not None:
+        return user
+    logger.warning("no lexicon for GAAP (run `uq-guard setup wordnet`): it can only delete words")
+    return NoLexicon()
