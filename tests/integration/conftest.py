@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
 import pytest
 from uq_guard_hf import HuggingFaceChatModel
 
@@ -18,3 +24,48 @@ def smollm2() -> HuggingFaceChatModel:
     instead, which shares the loaded weights.
     """
     return HuggingFaceChatModel.default(max_new_tokens=64)
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> Iterator[str]:
+    """A real llama.cpp OpenAI-compatible server with SmolLM2's GGUF; yields its ``/v1`` URL.
+
+    ``llama_cpp.server`` (from ``llama-cpp-python[server]``, a dev dependency)
+    on a free port of 127.0.0.1, up in a few seconds, stopped after the
+    session. Its model is called ``smollm2``. Like real llama.cpp, it ignores ``n``.
+    """
+    from uq_guard_hf.provision import smollm2_gguf_path
+
+    from tests.support.serve import free_port
+
+    port = free_port()
+    command = [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(smollm2_gguf_path()), "--model_alias", "smollm2",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--n_ctx", "2048", "--n_threads", "2", "--verbose", "False",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"llama_cpp.server exited: {process.stderr.read().decode()[-2000:]}"
+                )
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("llama_cpp.server did not start within 120 s")
+            time.sleep(0.25)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -1,0 +1,38 @@
+"""OpenAI integration: ``wrap_openai`` guards an ``OpenAI`` / ``AsyncOpenAI`` client.
+
+>>> from openai import OpenAI
+>>> from uq_guard_openai import wrap_openai
+>>> client = wrap_openai(OpenAI(), policy="annotate")
+>>> resp = client.chat.completions.create(model="gpt-4o-mini", messages=[...])
+>>> resp.uncertainty.confidence          # also resp.model_extra["uncertainty"]
+
+Needs the ``openai`` extra: ``pip install 'uq-guard[openai]'``.
+"""
+
+from uq_guard import UncertaintyAbstention
+from uq_guard_openai.backend import (
+    Endpoint,
+    MalformedResponseError,
+    OpenAIBackend,
+    ServerCapabilities,
+)
+from uq_guard_openai.client import wrap_openai
+from uq_guard_openai.completion import (
+    REPORT_FIELD,
+    SETTINGS_KEY,
+    completion_from_result,
+    guarded_completion,
+)
+
+__all__ = [
+    "REPORT_FIELD",
+    "SETTINGS_KEY",
+    "Endpoint",
+    "MalformedResponseError",
+    "OpenAIBackend",
+    "ServerCapabilities",
+    "UncertaintyAbstention",
+    "completion_from_result",
+    "guarded_completion",
+    "wrap_openai",
+]

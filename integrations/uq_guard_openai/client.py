@@ -1,0 +1,265 @@
+"""``wrap_openai``: an ``OpenAI`` / ``AsyncOpenAI`` client whose chat completions are guarded.
+
+The wrapped client is a copy of the user's, of a subclass of its own class
+(``isinstance(wrapped, OpenAI)`` holds, ``with_options`` keeps the guard).
+Only ``chat.completions.create`` changes; everything else is the SDK's own.
+What the guard cannot assess passes through untouched: ``stream=True``,
+``n > 1``, ``with_raw_response`` / ``with_streaming_response`` calls, and
+calls with ``extra_body={"uq_guard": {"enabled": False}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import openai
+from openai._constants import RAW_RESPONSE_HEADER
+from openai.resources.chat import AsyncChat, AsyncCompletions, Chat, Completions
+
+from uq_guard import GuardConfig
+from uq_guard._exceptions import ConfigurationError
+from uq_guard._sync import run_sync
+from uq_guard.embeddings import Embedder
+from uq_guard.perturb import Perturber
+from uq_guard_openai.backend import CreateFn, Endpoint, ServerCapabilities
+from uq_guard_openai.completion import guarded_completion, split_call_settings
+
+logger = logging.getLogger(__name__)
+
+Client = TypeVar("Client", openai.OpenAI, openai.AsyncOpenAI)
+
+
+@dataclass
+class _GuardSettings:
+    config: GuardConfig
+    fallback: str | openai.OpenAI | openai.AsyncOpenAI | None
+    embedder: Embedder | None
+    perturber: Perturber | None
+    capabilities: ServerCapabilities
+
+
+def wrap_openai(
+    client: Client,
+    *,
+    fallback: str | openai.OpenAI | openai.AsyncOpenAI | None = None,
+    embedder: Embedder | None = None,
+    perturber: Perturber | None = None,
+    guard_config: GuardConfig | None = None,
+    **config: Any,
+) -> Client:
+    """Guard ``client.chat.completions.create`` with an uncertainty report.
+
+    Args:
+        client: an ``openai.OpenAI`` or ``openai.AsyncOpenAI`` (any base URL:
+            OpenAI, Azure-compatible gateways, vLLM, llama.cpp...).
+        fallback: for ``policy="fallback"``: another model name on the same
+            client, or another client of the same kind (same model name).
+        embedder / perturber: custom engine parts.
+        guard_config: a whole :class:`~uq_guard.GuardConfig`; keywords override it.
+        **config: any ``GuardConfig`` setting (``policy``, ``threshold``...).
+
+    Returns:
+        A client of the same type whose ``chat.completions.create`` returns a
+        ``ChatCompletion`` with ``resp.uncertainty`` (the report). Per call,
+        ``extra_body={"uq_guard": {...}}`` overrides settings
+        (``{"enabled": False}`` skips the guard).
+
+    Raises:
+        ConfigurationError: bad settings, a fallback of the wrong kind, or
+            ``policy="fallback"`` without one.
+        UnsupportedModelError: ``client`` is not an OpenAI client.
+
+    Example:
+        >>> client = wrap_openai(OpenAI(), policy="abstain", threshold=0.5)
+        >>> resp = client.chat.completions.create(model="gpt-4o-mini", messages=[...])
+        >>> resp.choices[0].message.content, resp.uncertainty.confidence
+    """
+    from uq_guard._exceptions import UnsupportedModelError
+
+    if not isinstance(client, (openai.OpenAI, openai.AsyncOpenAI)):
+        raise UnsupportedModelError(
+            f"wrap_openai needs an openai.OpenAI or openai.AsyncOpenAI client, got {type(client)!r}"
+        )
+    settings = _GuardSettings(
+        config=GuardConfig.build(guard_config, **config),
+        fallback=fallback,
+        embedder=embedder,
+        perturber=perturber,
+        capabilities=ServerCapabilities(),
+    )
+    _check_fallback(client, settings)
+    wrapped = client.with_options(http_client=client._client)
+    wrapped.__class__ = _guarded_class(type(client))
+    wrapped._uq_guard = settings
+    return wrapped
+
+
+def _check_fallback(client: Any, settings: _GuardSettings) -> None:
+    fallback, policy = settings.fallback, settings.config.policy
+    if policy == "fallback" and fallback is None:
+        raise ConfigurationError("policy='fallback' needs fallback=<model name or client>")
+    is_async = isinstance(client, openai.AsyncOpenAI)
+    if isinstance(fallback, (openai.OpenAI, openai.AsyncOpenAI)) and (
+        isinstance(fallback, openai.AsyncOpenAI) != is_async
+    ):
+        raise ConfigurationError(
+            "the fallback client must be of the same kind as the guarded one "
+            f"({'AsyncOpenAI' if is_async else 'OpenAI'})"
+        )
+    if fallback is not None and not isinstance(fallback, (str, openai.OpenAI, openai.AsyncOpenAI)):
+        raise ConfigurationError(f"fallback must be a model name or a client, got {fallback!r}")
+
+
+@functools.cache
+def _guarded_class(base: type) -> type:
+    """A subclass of the user's client class whose ``chat`` is guarded."""
+    is_async = issubclass(base, openai.AsyncOpenAI)
+    chat_class = _GuardedAsyncChat if is_async else _GuardedChat
+
+    def chat(self: Any) -> Any:
+        return chat_class(self)
+
+    def copy(self: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("http_client", self._client)  # share the connection pool
+        copied = base.copy(self, **kwargs)
+        copied._uq_guard = self._uq_guard
+        return copied
+
+    namespace = {
+        "__doc__": f"{base.__name__} with uq_guard on chat.completions.create.",
+        "__module__": __name__,
+        "chat": functools.cached_property(chat),
+        "copy": copy,
+        "with_options": copy,
+    }
+    cls = type(f"Guarded{base.__name__}", (base,), namespace)
+    cls.chat.__set_name__(cls, "chat")
+    return cls
+
+
+def _plan(client: Any, kwargs: dict[str, Any]) -> tuple[GuardConfig, dict[str, Any]] | None:
+    """``(config, call kwargs)`` for a call to guard, or None to pass it through.
+
+    Either way the ``uq_guard`` settings are taken out of ``kwargs["extra_body"]``.
+    """
+    extra_body, overrides = split_call_settings(kwargs.get("extra_body"))
+    kwargs.pop("extra_body", None)
+    if extra_body is not None:
+        kwargs["extra_body"] = extra_body
+    enabled = overrides.pop("enabled", True)
+    headers = kwargs.get("extra_headers") or {}
+    if (
+        not enabled
+        or kwargs.get("stream") is True
+        or (isinstance(kwargs.get("n"), int) and kwargs["n"] > 1)
+        or RAW_RESPONSE_HEADER in headers
+    ):
+        return None
+    settings: _GuardSettings = client._uq_guard
+    return GuardConfig.build(settings.config, **overrides), kwargs
+
+
+def _endpoint_for(client: Any, capabilities: ServerCapabilities) -> Endpoint:
+    """An endpoint over a client: its own SDK retries for the reply, none for samples."""
+    sampler = client.__dict__.get("_uq_guard_sampler")
+    if sampler is None:
+        # One retry-free twin per client, sharing its connection pool.
+        sampler = client.with_options(max_retries=0, http_client=client._client)
+        client.__dict__["_uq_guard_sampler"] = sampler
+    if isinstance(client, openai.AsyncOpenAI):
+        return Endpoint(
+            AsyncCompletions(client).create,
+            AsyncCompletions(sampler).create,
+            capabilities,
+            reply_errors_final=True,
+        )
+    return Endpoint(
+        _in_threads(Completions(client).create),
+        _in_threads(Completions(sampler).create),
+        capabilities,
+        reply_errors_final=True,
+    )
+
+
+def _in_threads(create: Any) -> CreateFn:
+    """An async twin of a sync ``create``: each call runs in a worker thread."""
+
+    async def call(**kwargs: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(
+            _executor(), functools.partial(create, **kwargs)
+        )
+
+    return call
+
+
+@functools.cache
+def _executor() -> ThreadPoolExecutor:
+    # One pool for every sync guarded call of the process: blocking HTTP
+    # calls, so more threads than cores is right; each call's own semaphore
+    # (max_concurrency) bounds what one guarded call takes.
+    return ThreadPoolExecutor(max_workers=64, thread_name_prefix="uq_guard-openai")
+
+
+def _endpoints(client: Any) -> tuple[_GuardSettings, Endpoint, Endpoint | None]:
+    settings: _GuardSettings = client._uq_guard
+    endpoint = _endpoint_for(client, settings.capabilities)
+    fallback: Endpoint | None = None
+    if isinstance(settings.fallback, str):
+        fallback = dataclasses.replace(endpoint, overrides={"model": settings.fallback})
+    elif settings.fallback is not None:
+        fallback = _endpoint_for(settings.fallback, ServerCapabilities())
+    return settings, endpoint, fallback
+
+
+class _GuardedCompletions(Completions):
+    def create(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        plan = _plan(self._client, kwargs)
+        if plan is None or args:
+            return super().create(*args, **kwargs)
+        config, call_kwargs = plan
+        settings, endpoint, fallback = _endpoints(self._client)
+        return run_sync(
+            guarded_completion(
+                call_kwargs,
+                endpoint,
+                config,
+                fallback=fallback,
+                embedder=settings.embedder,
+                perturber=settings.perturber,
+            )
+        )
+
+
+class _GuardedAsyncCompletions(AsyncCompletions):
+    async def create(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        plan = _plan(self._client, kwargs)
+        if plan is None or args:
+            return await super().create(*args, **kwargs)
+        config, call_kwargs = plan
+        settings, endpoint, fallback = _endpoints(self._client)
+        return await guarded_completion(
+            call_kwargs,
+            endpoint,
+            config,
+            fallback=fallback,
+            embedder=settings.embedder,
+            perturber=settings.perturber,
+        )
+
+
+class _GuardedChat(Chat):
+    @functools.cached_property
+    def completions(self) -> Completions:  # type: ignore[override]
+        return _GuardedCompletions(self._client)
+
+
+class _GuardedAsyncChat(AsyncChat):
+    @functools.cached_property
+    def completions(self) -> AsyncCompletions:  # type: ignore[override]
+        return _GuardedAsyncCompletions(self._client)

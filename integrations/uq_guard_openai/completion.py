@@ -1,0 +1,180 @@
+"""One guarded chat completion, shared by ``wrap_openai`` and the ``uq_guard_server`` proxy.
+
+:func:`guarded_completion` runs the engine over an :class:`Endpoint` and
+returns a real ``ChatCompletion`` with one choice (what the policy chose),
+``usage`` summed over every call the guard made, and the report as
+``completion.uncertainty`` (an :class:`~uq_guard.UncertaintyReport`, also in
+``completion.model_extra``). :func:`completion_from_result` builds the same
+shape from a :class:`~uq_guard.GuardResult` of any other backend (the proxy's
+local model).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import openai
+from openai.types.chat import ChatCompletion
+from openai.types.completion_usage import CompletionUsage
+
+from uq_guard import Guard, GuardConfig, GuardResult, UncertaintyAbstention
+from uq_guard._exceptions import ConfigurationError, GenerationError
+from uq_guard.embeddings import Embedder
+from uq_guard.perturb import Perturber
+from uq_guard.report import UncertaintyReport
+from uq_guard_openai.backend import Endpoint, OpenAIBackend
+
+REPORT_FIELD = "uncertainty"
+"""The name of the report on a ``ChatCompletion`` (``resp.uncertainty``)."""
+
+SETTINGS_KEY = "uq_guard"
+"""Per-call settings travel as ``extra_body={"uq_guard": {...}}``."""
+
+
+def split_call_settings(
+    extra_body: Mapping[str, Any] | None,
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Take the per-call ``uq_guard`` settings out of ``extra_body``.
+
+    Returns:
+        ``(extra_body without them or None, the settings)``; ``enabled`` is
+        kept in the settings for the caller to act on.
+
+    Raises:
+        ConfigurationError: the settings are not a JSON object.
+    """
+    if not extra_body or SETTINGS_KEY not in extra_body:
+        return (dict(extra_body) if extra_body else None), {}
+    rest = {k: v for k, v in extra_body.items() if k != SETTINGS_KEY}
+    settings = extra_body[SETTINGS_KEY]
+    if settings is None:
+        settings = {}
+    if not isinstance(settings, Mapping):
+        raise ConfigurationError(
+            f"{SETTINGS_KEY} must be an object of GuardConfig settings, got {settings!r}"
+        )
+    return (rest or None), dict(settings)
+
+
+def plain_messages(messages: Any) -> list[dict[str, Any]]:
+    """The messages as dicts (pydantic message objects from earlier replies are dumped).
+
+    Raises:
+        ConfigurationError: ``messages`` is not a list of messages.
+    """
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise ConfigurationError("messages must be a list of chat messages")
+    return [m.model_dump(exclude_none=True) if hasattr(m, "model_dump") else m for m in messages]
+
+
+async def guarded_completion(
+    call_kwargs: dict[str, Any],
+    endpoint: Endpoint,
+    config: GuardConfig,
+    *,
+    fallback: Endpoint | None = None,
+    embedder: Embedder | None = None,
+    perturber: Perturber | None = None,
+) -> ChatCompletion:
+    """Answer one ``chat.completions.create`` call under the guard.
+
+    Args:
+        call_kwargs: the user's ``create`` arguments, ``uq_guard`` settings already removed.
+        endpoint: where the reply and the samples go.
+        config: the guard's settings for this call.
+        fallback: where ``policy="fallback"`` sends the question.
+        embedder / perturber: custom engine parts.
+
+    Raises:
+        openai.OpenAIError: the reply itself failed; the SDK's own exception,
+            exactly as an unguarded call would have raised it.
+        GenerationError: the reply failed for another reason (a malformed response).
+        UncertaintyAbstention: ``policy="raise"`` acted; ``.reply`` is the
+            annotated ``ChatCompletion`` it withheld.
+        DegradedResultError: ``strict=True`` and the estimate was degraded.
+    """
+    kwargs = {**call_kwargs, "messages": plain_messages(call_kwargs.get("messages"))}
+
+    def backend(target: Endpoint) -> OpenAIBackend:
+        return OpenAIBackend(
+            target, kwargs, max_concurrency=config.max_concurrency, timeout_s=config.timeout_s
+        )
+
+    guard = Guard(
+        backend(endpoint),
+        config,
+        embedder=embedder,
+        perturber=perturber,
+        fallback=None if fallback is None else backend(fallback),
+    )
+    try:
+        result = await guard.arun(kwargs["messages"])
+    except GenerationError as exc:
+        if isinstance(exc.cause, openai.OpenAIError):
+            raise exc.cause from None
+        raise
+    except UncertaintyAbstention as exc:
+        native = exc.reply if isinstance(exc.reply, ChatCompletion) else None
+        model = str(kwargs.get("model", ""))
+        withheld = attach_report(
+            native or new_completion(str(exc.reply or ""), model), exc.report, None
+        )
+        raise UncertaintyAbstention(exc.report, reply=withheld) from None
+    return completion_from_result(result, str(kwargs.get("model", "")))
+
+
+def completion_from_result(result: GuardResult, model: str) -> ChatCompletion:
+    """The ``ChatCompletion`` a user gets for a guarded call's result.
+
+    When the policy kept a model's reply its own ``ChatCompletion`` is
+    returned (tool calls and all); an abstention or a best-of answer replaces
+    the text of the first choice; a backend without native completions (a
+    local model) gets a fresh one.
+    """
+    decision = result.report.decision
+    source = {"answer": result.reply, "fallback": result.fallback_reply}.get(decision)
+    native = source.raw[0] if source is not None and source.raw else None
+    if isinstance(native, ChatCompletion):
+        completion = native.model_copy(update={"choices": native.choices[:1]})
+    else:
+        base = result.reply.raw[0] if result.reply.raw else None
+        like = base if isinstance(base, ChatCompletion) else None
+        completion = new_completion(result.text, like.model if like else model, like)
+    return attach_report(completion, result.report, result)
+
+
+def new_completion(text: str, model: str, like: ChatCompletion | None = None) -> ChatCompletion:
+    """A one-choice ``ChatCompletion`` holding ``text`` (ids taken from ``like`` if given)."""
+    return ChatCompletion.model_validate(
+        {
+            "id": like.id if like is not None else f"chatcmpl-uqg-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": like.created if like is not None else int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                }
+            ],
+        }
+    )
+
+
+def attach_report(
+    completion: ChatCompletion, report: UncertaintyReport, result: GuardResult | None
+) -> ChatCompletion:
+    """Put the report on ``completion`` and, with a result, the summed usage of every call."""
+    if result is not None and result.usage.model_calls:
+        completion.usage = CompletionUsage(
+            prompt_tokens=result.usage.prompt_tokens,
+            completion_tokens=result.usage.completion_tokens,
+            total_tokens=result.usage.total_tokens,
+        )
+    setattr(completion, REPORT_FIELD, report)
+    return completion

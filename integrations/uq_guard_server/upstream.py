@@ -1,0 +1,154 @@
+"""What the proxy forwards to: an OpenAI-compatible URL or a local Hugging Face model.
+
+Both answer :meth:`Upstream.complete` with a guarded ``ChatCompletion``
+(see :func:`uq_guard_openai.guarded_completion`) and list the model names
+they serve. An OpenAI-compatible upstream is called with SDK retries off:
+the engine's tenacity loop retries, honouring ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from typing import Any, Protocol
+
+import openai
+from openai.resources.chat import AsyncCompletions
+from openai.types.chat import ChatCompletion
+from uq_guard_openai import Endpoint, ServerCapabilities, completion_from_result
+from uq_guard_openai.completion import guarded_completion, new_completion
+
+from uq_guard import Guard, GuardConfig
+from uq_guard._messages import normalize_messages
+from uq_guard.backend import GenerationRequest
+
+# ``create`` takes these by name; anything else in a request body travels as extra_body.
+_CREATE_PARAMS = frozenset(inspect.signature(AsyncCompletions.create).parameters) - {"self"}
+_MODELS_TTL_S = 60.0
+
+
+class Upstream(Protocol):
+    """Where the proxy's guarded calls go."""
+
+    description: str
+
+    async def models(self) -> list[str]:
+        """The model names a client may ask for."""
+        ...
+
+    async def complete(self, body: dict[str, Any], config: GuardConfig | None) -> ChatCompletion:
+        """Answer one chat request; ``config=None`` means unguarded."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def create_kwargs(body: dict[str, Any]) -> dict[str, Any]:
+    """A request body as ``create`` keyword arguments; unknown fields go in ``extra_body``."""
+    kwargs = {k: v for k, v in body.items() if k in _CREATE_PARAMS and k != "extra_body"}
+    extra = {k: v for k, v in body.items() if k not in _CREATE_PARAMS}
+    if extra:
+        kwargs["extra_body"] = extra
+    return kwargs
+
+
+class OpenAIUpstream:
+    """Any OpenAI-compatible ``/v1`` URL.
+
+    Args:
+        base_url: e.g. ``https://api.openai.com/v1`` or ``http://127.0.0.1:8080/v1``.
+        api_key: the upstream's key (the CLI reads it from the environment).
+        timeout_s: limit of one upstream HTTP call.
+        models: the names served; ``None`` asks the upstream (cached a minute).
+        fallback_model: the model ``policy="fallback"`` asks.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+        models: list[str] | None = None,
+        fallback_model: str | None = None,
+    ) -> None:
+        self.client = openai.AsyncOpenAI(
+            base_url=base_url, api_key=api_key or "not-needed", max_retries=0, timeout=timeout_s
+        )
+        self.description = base_url
+        self.fallback_model = fallback_model
+        self._fixed_models = models
+        self._models: tuple[float, list[str]] | None = None
+        self._capabilities = ServerCapabilities()
+        self._lock = asyncio.Lock()
+
+    async def models(self) -> list[str]:
+        if self._fixed_models is not None:
+            return list(self._fixed_models)
+        async with self._lock:
+            if self._models is None or time.monotonic() - self._models[0] > _MODELS_TTL_S:
+                page = await self.client.models.list()
+                self._models = (time.monotonic(), [m.id for m in page.data])
+            return list(self._models[1])
+
+    async def complete(self, body: dict[str, Any], config: GuardConfig | None) -> ChatCompletion:
+        kwargs = create_kwargs(body)
+        create = self.client.chat.completions.create
+        if config is None:
+            return await create(**kwargs)
+        endpoint = Endpoint(create, create, self._capabilities)
+        fallback = (
+            None
+            if self.fallback_model is None
+            else Endpoint(
+                create, create, self._capabilities, overrides={"model": self.fallback_model}
+            )
+        )
+        return await guarded_completion(kwargs, endpoint, config, fallback=fallback)
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+class LocalUpstream:
+    """A local model that is a uq_guard ``Backend`` (``uq_guard_hf.HuggingFaceChatModel``).
+
+    The request's ``max_tokens`` and ``temperature`` apply to the reply
+    (on a copy that shares the loaded weights).
+    """
+
+    def __init__(self, model: Any, name: str) -> None:
+        self.model = model
+        self.name = name
+        self.description = f"local:{name}"
+
+    async def models(self) -> list[str]:
+        return [self.name]
+
+    def _configured(self, body: dict[str, Any]) -> Any:
+        fields = getattr(type(self.model), "model_fields", {})
+        update = {
+            field: body[key]
+            for key, field in (
+                ("max_tokens", "max_tokens"),
+                ("max_completion_tokens", "max_tokens"),
+                ("temperature", "temperature"),
+            )
+            if body.get(key) is not None and field in fields
+        }
+        return self.model.model_copy(update=update) if update else self.model
+
+    async def complete(self, body: dict[str, Any], config: GuardConfig | None) -> ChatCompletion:
+        model = self._configured(body)
+        messages = normalize_messages(body["messages"])
+        if config is None:
+            (reply,) = await model.generate([GenerationRequest(messages=messages)])
+            if not reply.ok:
+                raise reply.error or RuntimeError("the local model returned nothing")
+            return new_completion(reply.texts[0], self.name)
+        result = await Guard(model, config).arun(messages)
+        return completion_from_result(result, self.name)
+
+    async def aclose(self) -> None:
+        return None
