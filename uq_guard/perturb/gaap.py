@@ -547,9 +547,8 @@ class GAAPPerturber:
         self.delta = delta
         self.min_fidelity = min_fidelity
         self.protected = tuple(protected)
-        self.similarity = (
-            similarity if similarity in ("shifted_cosine", "abs_cosine") else ("shifted_cosine")
-        )
+        known = similarity in ("shifted_cosine", "abs_cosine")
+        self.similarity = similarity if known else "shifted_cosine"
         self.seed = seed
         self.generation_stride = generation_stride
         self.pairs_per_generation = pairs_per_generation

@@ -282,11 +282,16 @@ class CombinedLexicon:
 
 # -- the model lexicon ----------------------------------------------------------------
 
-SUBSTITUTES_INSTRUCTION = (
-    "For each word below, give up to {k} words or short phrases that could replace it "
-    "in the sentence: synonyms, broader or narrower terms. Write one line per word, "
-    "exactly in the form `word: substitute, substitute, ...`, and nothing else.\n\n"
-    "Sentence: {context}\nWords: {words}"
+SUBSTITUTES_SYSTEM = (
+    "You list substitutes: synonyms, broader or narrower terms. Answer only with lines of "
+    "the form `word: substitute, substitute, substitute`. The words come from this "
+    "sentence: {context}"
+)
+# Worked examples as earlier chat turns: small models follow them where they
+# ignore a written instruction (SmolLM2-135M answers the question instead).
+SUBSTITUTES_EXAMPLES: tuple[tuple[str, str], ...] = (
+    ("tallest, building", "tallest: highest, biggest, largest\nbuilding: tower, skyscraper"),
+    ("city, river", "city: town, metropolis, municipality\nriver: stream, waterway, creek"),
 )
 
 _ITEM_SPLIT = re.compile(r"\s*[,;/|]\s*|\s+\bor\b\s+")
@@ -299,9 +304,9 @@ def parse_substitutes(text: str, words: Sequence[str], limit: int = 8) -> dict[s
 
     Reads lines of the form ``word: a, b, c`` (also ``word - a, b``,
     ``word -> a``, numbered or bulleted, quoted or bold), matching ``word``
-    case-insensitively. Lines about other words, items longer than five words,
-    copies of the word and duplicates are dropped; a word the model skipped
-    gets an empty list. Never raises on malformed text.
+    case-insensitively and in the singular or plural. Lines about other
+    words, items longer than five words, copies of the word and duplicates
+    are dropped; a word the model skipped gets an empty list. Never raises on malformed text.
     """
     wanted = {word.casefold(): word for word in words}
     found: dict[str, list[str]] = {word: [] for word in wanted.values()}
@@ -311,9 +316,11 @@ def parse_substitutes(text: str, words: Sequence[str], limit: int = 8) -> dict[s
         if not match:
             continue
         head = match.group(1).strip().strip(_QUOTES).strip().casefold()
-        if head not in wanted:
+        # small models answer "eagle:" for "eagles": accept the singular or plural
+        key = next((k for k in (head, head + "s", head.removesuffix("s")) if k in wanted), None)
+        if key is None:
             continue
-        word = wanted[head]
+        word = wanted[key]
         items = [
             item.strip().strip(_QUOTES).strip().rstrip(".")
             for item in _ITEM_SPLIT.split(match.group(2))
@@ -326,12 +333,18 @@ def parse_substitutes(text: str, words: Sequence[str], limit: int = 8) -> dict[s
 class ModelLexicon:
     """Ask a chat model for substitutes of all key tokens in one call.
 
+    The request is a short chat: a system message (the format, and the
+    sentence the words come from), two worked examples as earlier turns, then
+    ``Substitutes for: w1, w2, ...``. The answer is read by
+    :func:`parse_substitutes`.
+
     Args:
         backend: the model to ask (usually the guarded model itself).
-        per_word: how many substitutes to ask for, per word.
+        per_word: how many substitutes to keep per word.
         temperature: sampling temperature of the request.
         max_tokens: cap on the answer's length.
-        instruction: template with ``{k}``, ``{context}`` and ``{words}``.
+        system: the system message template (``{context}`` placeholder).
+        examples: (words, answer) pairs shown as earlier turns.
     """
 
     name = "model"
@@ -342,20 +355,28 @@ class ModelLexicon:
         *,
         per_word: int = 6,
         temperature: float = 0.3,
-        max_tokens: int = 384,
-        instruction: str = SUBSTITUTES_INSTRUCTION,
+        max_tokens: int = 160,
+        system: str = SUBSTITUTES_SYSTEM,
+        examples: Sequence[tuple[str, str]] = SUBSTITUTES_EXAMPLES,
     ) -> None:
         self.backend = backend
         self.per_word = per_word
         self.temperature = temperature
         self.max_tokens = max_tokens
-        self.instruction = instruction
+        self.system = system
+        self.examples = tuple(examples)
 
     def request(self, words: Sequence[str], context: str) -> GenerationRequest:
         """The single request that asks for every word's substitutes."""
-        content = self.instruction.format(k=self.per_word, context=context, words=", ".join(words))
+        messages: list[dict[str, str]] = [
+            {"role": "system", "content": self.system.format(context=context)}
+        ]
+        for example_words, example_answer in self.examples:
+            messages.append({"role": "user", "content": f"Substitutes for: {example_words}"})
+            messages.append({"role": "assistant", "content": example_answer})
+        messages.append({"role": "user", "content": f"Substitutes for: {', '.join(words)}"})
         return GenerationRequest(
-            messages=({"role": "user", "content": content},),
+            messages=tuple(messages),
             n=1,
             temperature=self.temperature,
             max_tokens=self.max_tokens,
