@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -217,40 +218,37 @@ def _endpoints(client: Any) -> tuple[_GuardSettings, Endpoint, Endpoint | None]:
     return settings, endpoint, fallback
 
 
+def _guarded_call(client: Any, kwargs: dict[str, Any]) -> Coroutine[Any, Any, Any] | None:
+    """The guarded call for ``create(**kwargs)``, or None to pass it through."""
+    plan = _plan(client, kwargs)
+    if plan is None:
+        return None
+    config, call_kwargs = plan
+    settings, endpoint, fallback = _endpoints(client)
+    return guarded_completion(
+        call_kwargs,
+        endpoint,
+        config,
+        fallback=fallback,
+        embedder=settings.embedder,
+        perturber=settings.perturber,
+    )
+
+
 class _GuardedCompletions(Completions):
     def create(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        plan = _plan(self._client, kwargs)
-        if plan is None or args:
+        guarded = None if args else _guarded_call(self._client, kwargs)
+        if guarded is None:
             return super().create(*args, **kwargs)
-        config, call_kwargs = plan
-        settings, endpoint, fallback = _endpoints(self._client)
-        return run_sync(
-            guarded_completion(
-                call_kwargs,
-                endpoint,
-                config,
-                fallback=fallback,
-                embedder=settings.embedder,
-                perturber=settings.perturber,
-            )
-        )
+        return run_sync(guarded)
 
 
 class _GuardedAsyncCompletions(AsyncCompletions):
     async def create(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        plan = _plan(self._client, kwargs)
-        if plan is None or args:
+        guarded = None if args else _guarded_call(self._client, kwargs)
+        if guarded is None:
             return await super().create(*args, **kwargs)
-        config, call_kwargs = plan
-        settings, endpoint, fallback = _endpoints(self._client)
-        return await guarded_completion(
-            call_kwargs,
-            endpoint,
-            config,
-            fallback=fallback,
-            embedder=settings.embedder,
-            perturber=settings.perturber,
-        )
+        return await guarded
 
 
 class _GuardedChat(Chat):
