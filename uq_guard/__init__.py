@@ -14,6 +14,7 @@ from uq_guard._exceptions import (
     GenerationError,
     MissingDependencyError,
     UncertaintyAbstention,
+    UndefinedMetricError,
     UnsupportedModelError,
     UQGuardError,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "UQGuardError",
     "UncertaintyAbstention",
     "UncertaintyReport",
+    "UndefinedMetricError",
     "UnsupportedModelError",
     "Usage",
     "__version__",

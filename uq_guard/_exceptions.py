@@ -6,6 +6,8 @@
     ├── UnsupportedModelError     guard() got an object it cannot wrap (also a TypeError)
     ├── GenerationError           the reply itself could not be generated
     ├── DegradedResultError       strict mode: a sample failed or a scorer could not run
+    ├── UndefinedMetricError      an evaluation metric has no value on these data, e.g. AUROC
+    │                             when every answer is correct (also a ValueError)
     └── UncertaintyAbstention     policy="raise": confidence under the threshold;
                                   carries the report and the reply it withheld
 
@@ -51,6 +53,15 @@ class GenerationError(UQGuardError):
     def __init__(self, message: str, *, cause: BaseException | None = None) -> None:
         super().__init__(message)
         self.cause = cause
+
+
+class UndefinedMetricError(UQGuardError, ValueError):
+    """An evaluation metric is undefined on the data given.
+
+    Raised instead of returning NaN, for instance for AUROC or PRR when every
+    answer is correct (or every answer is wrong): there is nothing to rank.
+    The message names the metric and the reason.
+    """
 
 
 class DegradedResultError(UQGuardError):

@@ -7,6 +7,7 @@ allowed values, never halfway through a call.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -20,6 +21,7 @@ from pydantic import (
 )
 
 from uq_guard._exceptions import ConfigurationError
+from uq_guard.calibration import Calibrator, load_calibration
 
 Policy = Literal["annotate", "abstain", "fallback", "raise", "best_of"]
 Perturbation = Literal["gaap", "paraphrase", "gaap+paraphrase", "none"]
@@ -102,6 +104,11 @@ class GuardConfig(BaseModel):
     policy: Policy = "annotate"
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="Act when confidence < threshold.")
     abstain_message: str = DEFAULT_REFUSAL
+    calibration: str | Path | Calibrator | None = Field(
+        None,
+        description="A calibration JSON file (uq_guard.calibration) or a Calibrator: "
+        "confidence becomes the fitted P(correct) and reports say calibrated=True.",
+    )
 
     # --- cost control and robustness ---------------------------------------
     max_concurrency: int = Field(8, ge=1, le=1024)
@@ -116,6 +123,13 @@ class GuardConfig(BaseModel):
     def _known_policy(cls, value: Any) -> Any:
         if isinstance(value, str) and value not in POLICIES:
             raise ValueError(f"unknown policy {value!r}; choose one of {', '.join(POLICIES)}")
+        return value
+
+    @field_validator("calibration")
+    @classmethod
+    def _readable_calibration(cls, value: Any) -> Any:
+        if isinstance(value, (str, Path)):
+            load_calibration(value)  # a missing or broken file fails here, not on the first call
         return value
 
     @model_validator(mode="after")

@@ -32,6 +32,7 @@ from uq_guard.backend import (
     Usage,
     is_backend,
 )
+from uq_guard.calibration import resolve_calibration
 from uq_guard.config import GuardConfig
 from uq_guard.embeddings import Embedder, shared_embedder
 from uq_guard.perturb import (
@@ -83,6 +84,7 @@ class _Assessment:
     usage: Usage
     timings_ms: dict[str, float]
     notes: list[str]
+    raw_confidence: float | None = None  # set when a calibrator replaced scored.confidence
 
 
 class Guard:
@@ -121,6 +123,7 @@ class Guard:
         self.fallback = fallback
         self._embedder = embedder
         self.perturber = perturber or self._default_perturber(backend)
+        self.calibrator = resolve_calibration(self.config.calibration)
 
     @property
     def embedder(self) -> Embedder:
@@ -191,7 +194,9 @@ class Guard:
         t = time.perf_counter()
         perturbation = await self._perturb(prompt)
         perturb_ms = _ms_since(t)
-        assessment = await self._assess(self.backend, conversation, prompt, perturbation)
+        assessment = await self._assess(
+            self.backend, conversation, prompt, perturbation, calibrate=True
+        )
         assessment.timings_ms["perturb"] = perturb_ms
         usage = perturbation.usage + assessment.usage
         reply_text = assessment.reply.texts[0]
@@ -285,6 +290,8 @@ class Guard:
         conversation: tuple[Message, ...],
         prompt: str,
         perturbation: PerturbationResult,
+        *,
+        calibrate: bool = False,
     ) -> _Assessment:
         cfg = self.config
         retrying = self._retrying(backend)
@@ -332,6 +339,7 @@ class Guard:
             reply_entropies=reply.token_entropies[0] if reply.token_entropies else None,
         )
         notes.extend(scored.notes)
+        raw_confidence = self._calibrate(scored, notes) if calibrate else None
         usage = reply.usage
         for sample in samples:
             usage = usage + sample.usage
@@ -343,7 +351,27 @@ class Guard:
             usage=usage,
             timings_ms={"generate": generate_ms, "score": _ms_since(t)},
             notes=notes,
+            raw_confidence=raw_confidence,
         )
+
+    def _calibrate(self, scored: SampleScores, notes: list[str]) -> float | None:
+        """Replace ``scored.confidence`` by the calibrator's P(correct); the raw value, or None.
+
+        Only the guarded model's own scores are calibrated (the fallback is
+        another model), and only when the calibrator was fitted on the same
+        scorer: a map fitted on Inv-Entropy's confidence says nothing about Degree's.
+        """
+        calibrator, raw = self.calibrator, scored.confidence
+        if calibrator is None or raw is None:
+            return None
+        if calibrator.method is not None and calibrator.method != scored.method:
+            notes.append(
+                f"calibration was fitted on {calibrator.method!r} confidence but this call's "
+                f"confidence came from {scored.method!r}; confidence left uncalibrated"
+            )
+            return None
+        scored.confidence = calibrator.apply(raw)
+        return raw
 
     async def _run_fallback(
         self, conversation: tuple[Message, ...], prompt: str, perturbation: PerturbationResult
@@ -406,6 +434,8 @@ def _report(
         n_prompts=1 + len(perturbation.prompts),
         n_samples=sum(len(a) for a in assessment.answers),
         n_failed=assessment.n_failed,
+        calibrated=assessment.raw_confidence is not None,
+        raw_confidence=assessment.raw_confidence,
         samples=assessment.answers if include_samples else None,
         cost=Cost(
             model_calls=usage.model_calls,

@@ -38,7 +38,8 @@ class UncertaintyReport(BaseModel):
             ``CONFIDENCE_LIKE_SCORES``).
         decision: what was returned: the reply, an abstention, a fallback
             model's reply or the best-supported sample.
-        calibrated: True when ``confidence`` is a fitted P(correct).
+        calibrated: True when ``confidence`` is a fitted P(correct) (``GuardConfig.calibration``).
+        raw_confidence: the label-free confidence the calibrator mapped, when calibrated.
         reply: the text returned to the user (after the policy).
         original_reply: the model's own reply when the policy replaced it.
         perturbations: the perturbed prompts x_1..x_m that were used.
@@ -63,6 +64,7 @@ class UncertaintyReport(BaseModel):
     policy: str = "annotate"
     threshold: float = 0.5
     calibrated: bool = False
+    raw_confidence: float | None = None
     reply: str = ""
     original_reply: str | None = None
     perturbation_method: str = "none"

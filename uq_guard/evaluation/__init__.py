@@ -1,0 +1,58 @@
+"""Evaluate uncertainty scores against labelled answers: metrics, TSU, correctness.
+
+Everything here is a pure function of arrays, easy to call from a runner::
+
+    from uq_guard.evaluation import assess_answer, evaluate, tsu
+
+    correct = [assess_answer(reply, gold).correct for reply, gold in zip(replies, golds)]
+    summary = evaluate(confidence, correct, n_resamples=1000, seed=0)
+    summary.metrics["auroc"].estimate, summary.metrics["auroc"].low
+
+Calibrators and risk-controlled thresholds live in :mod:`uq_guard.calibration`.
+The metrics that fit an isotonic map need scikit-learn (``pip install
+'uq-guard[eval]'``).
+"""
+
+from uq_guard.evaluation.correctness import Correctness, Judge, assess_answer, normalize_answer
+from uq_guard.evaluation.metrics import (
+    METRICS,
+    Interval,
+    MetricSummary,
+    RiskCoverageCurve,
+    aurac,
+    auroc,
+    bootstrap_ci,
+    brier_score,
+    cross_fitted_isotonic,
+    ece,
+    evaluate,
+    isotonic_brier,
+    prr,
+    risk_coverage_curve,
+    smooth_ece,
+)
+from uq_guard.evaluation.tsu import TSUResult, tsu
+
+__all__ = [
+    "METRICS",
+    "Correctness",
+    "Interval",
+    "Judge",
+    "MetricSummary",
+    "RiskCoverageCurve",
+    "TSUResult",
+    "assess_answer",
+    "aurac",
+    "auroc",
+    "bootstrap_ci",
+    "brier_score",
+    "cross_fitted_isotonic",
+    "ece",
+    "evaluate",
+    "isotonic_brier",
+    "normalize_answer",
+    "prr",
+    "risk_coverage_curve",
+    "smooth_ece",
+    "tsu",
+]
