@@ -1,0 +1,106 @@
+"""The demo: a chatbot on a local model that says how sure it is, and abstains when it is not.
+
+A short scripted conversation with SmolLM2-135M-Instruct (a 135M-parameter
+model that runs on any CPU), guarded by uq_guard with ``policy="abstain"``.
+Each reply is printed with its confidence and the decision; on a question the
+model answers erratically the guard returns a refusal instead, and the
+model's own answer stays in the report. Run in a terminal, the chat then
+goes on with your own questions (an empty line quits).
+
+Run: ``make demo`` (sets everything up first) or
+``.venv/bin/python examples/chatbot.py [--no-interactive]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from uq_guard_hf import HuggingFaceChatModel
+from uq_guard_langchain import GuardedChatModel
+
+SCRIPT = [
+    "What is the capital of Japan?",
+    "What is 7 times 8?",
+    "Who wrote the novel Moby-Dick?",
+    "What is the capital of Australia?",
+]
+SYSTEM = SystemMessage("You are a helpful assistant. Answer in one short sentence.")
+
+# A small budget so a reply takes seconds on two CPU cores; the library
+# default (9 perturbations × 5 samples) is steadier and meant for real models.
+DEMO_SETTINGS = {
+    "n_perturbations": 5,
+    "n_samples": 4,
+    "max_tokens": 40,
+    "policy": "abstain",
+    "threshold": 0.5,
+}
+
+
+def build_chatbot() -> GuardedChatModel:
+    """SmolLM2 (greedy replies) wrapped in an abstaining guard."""
+    local = HuggingFaceChatModel.default(max_new_tokens=48, seed=0)
+    return GuardedChatModel(model=local, **DEMO_SETTINGS)
+
+
+def ask(
+    chat: GuardedChatModel, history: list[BaseMessage], question: str, echo: bool = True
+) -> None:
+    """Answer one turn, print it with its confidence, and keep it in the history."""
+    # The guard perturbs only the last user message; the last exchange is
+    # kept as context, as a chatbot would.
+    messages = [SYSTEM, *history[-2:], HumanMessage(question)]
+    started = time.perf_counter()
+    reply = chat.invoke(messages)
+    seconds = time.perf_counter() - started
+    report = reply.response_metadata["uq_guard"]
+
+    if echo:
+        print(f"\nyou> {question}")
+    print(f"bot> {reply.content}")
+    print(
+        f"     confidence {report['confidence']:.2f} ({report['method']}), "
+        f"decision: {report['decision']}, {report['cost']['model_calls']} model calls, "
+        f"{seconds:.1f} s"
+    )
+    if report["decision"] == "abstain":
+        print(f"     (the model had said: {report['original_reply']!r})")
+    history.extend([HumanMessage(question), AIMessage(str(reply.content))])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--no-interactive", action="store_true", help="stop after the scripted conversation"
+    )
+    args = parser.parse_args()
+
+    print("Loading SmolLM2-135M-Instruct and the embedding model...")
+    chat = build_chatbot()
+    print(
+        f"Guard: abstain when confidence < {DEMO_SETTINGS['threshold']}, "
+        f"{DEMO_SETTINGS['n_perturbations']} perturbed prompts × "
+        f"{DEMO_SETTINGS['n_samples']} samples per reply."
+    )
+    history: list[BaseMessage] = []
+    for question in SCRIPT:
+        ask(chat, history, question)
+
+    if args.no_interactive or not sys.stdin.isatty():
+        return 0
+    print("\nYour turn (an empty line quits).")
+    while True:
+        try:
+            question = input("\nyou> ").strip()
+        except EOFError:
+            return 0
+        if not question:
+            return 0
+        ask(chat, history, question, echo=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
