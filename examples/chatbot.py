@@ -29,12 +29,12 @@ SCRIPT = [
 ]
 SYSTEM = SystemMessage("You are a helpful assistant. Answer in one short sentence.")
 
-# A small budget so a reply takes seconds on two CPU cores; the library
-# default (9 perturbations × 5 samples) is steadier and meant for real models.
+# The library's default budget (9 GAAP perturbations × 5 samples) with short
+# samples, so a reply takes seconds on two CPU cores.
 DEMO_SETTINGS = {
-    "n_perturbations": 5,
-    "n_samples": 4,
-    "max_tokens": 40,
+    "n_perturbations": 9,
+    "n_samples": 5,
+    "max_tokens": 32,
     "policy": "abstain",
     "threshold": 0.5,
 }
@@ -42,7 +42,7 @@ DEMO_SETTINGS = {
 
 def build_chatbot() -> GuardedChatModel:
     """SmolLM2 (greedy replies) wrapped in an abstaining guard."""
-    local = HuggingFaceChatModel.default(max_new_tokens=48, seed=0)
+    local = HuggingFaceChatModel.default(max_new_tokens=64, seed=0)
     return GuardedChatModel(model=local, **DEMO_SETTINGS)
 
 
