@@ -4,6 +4,8 @@ uq-guard setup        provision WordNet (for GAAP) and the default local model (
 uq-guard setup wordnet    only the WordNet corpus; `setup model` only the model
 uq-guard info         versions, devices and where models are cached
 uq-guard serve        an OpenAI-compatible proxy that adds uncertainty (extra: server)
+uq-guard eval         run a model over labelled questions: records.jsonl and a report (extra: eval)
+uq-guard calibrate    fit a calibrator and a risk-controlled threshold from eval records
 """
 
 from __future__ import annotations
@@ -79,6 +81,18 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser)
 
 
+def _evaluation(args: argparse.Namespace) -> int:
+    from uq_guard._exceptions import UQGuardError
+    from uq_guard.evaluation import cli as evaluation_cli
+
+    command = getattr(evaluation_cli, f"run_{args.command}_command")
+    try:
+        return command(args)
+    except UQGuardError as exc:
+        print(f"{args.command} failed: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``uq-guard`` command line; returns the exit status."""
     parser = argparse.ArgumentParser(
@@ -97,6 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the OpenAI-compatible uncertainty proxy")
     _add_serve_arguments(serve)
     serve.set_defaults(run=_serve)
+    from uq_guard.evaluation.cli import add_calibrate_arguments, add_eval_arguments
+
+    add_eval_arguments(commands.add_parser("eval", help="evaluate uncertainty on labelled data"))
+    commands.choices["eval"].set_defaults(run=_evaluation)
+    calibrate = commands.add_parser("calibrate", help="fit a calibrator and a safe threshold")
+    add_calibrate_arguments(calibrate)
+    calibrate.set_defaults(run=_evaluation)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

@@ -1,0 +1,213 @@
+"""Evaluation questions in, per-question records out: the JSONL files of an eval run.
+
+A *question file* holds one JSON object a line with ``question`` and
+``answer`` (one gold answer or a list), and optionally ``id``; the format of
+NQ-Open (``{"question": ..., "answer": [...]}``). Without an ``id`` a
+question is known by its line number, so a resumed run with a larger
+``--limit`` still finds what it has done.
+
+A *records file* holds one :class:`EvalRecord` a line, appended and fsync'd as
+each question finishes, so an interrupted run loses at most the question in
+flight. When a question appears more than once (a failed question retried on
+resume), the last line wins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from uq_guard._exceptions import ConfigurationError
+
+__all__ = [
+    "EvalItem",
+    "EvalRecord",
+    "append_record",
+    "latest_records",
+    "load_questions",
+    "read_records",
+]
+
+
+class EvalItem(BaseModel):
+    """One question to evaluate.
+
+    Attributes:
+        id: stable name of the question (its ``id`` field, else its line number).
+        question: the prompt sent to the model.
+        gold: the accepted answers (any one suffices).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    question: str
+    gold: list[str]
+
+
+class EvalRecord(BaseModel):
+    """Everything one question produced: enough to re-score it without a model call.
+
+    Attributes:
+        id / question / gold: the question (see :class:`EvalItem`).
+        reply: the model's own reply to the question (greedy for local models).
+        reply_token_logprobs / reply_token_entropies: per token of the reply, when the
+            backend gave them.
+        prompts: x_0 (the question) then the perturbations x_1..x_m that were sampled.
+        samples: for each prompt, the answers sampled for it.
+        perturbation_method / perturbation_lexicon / n_perturbations_real: how the
+            perturbations were made and how many are real (not padding).
+        scores: every score, by name (uncertainties except ``CONFIDENCE_LIKE_SCORES``;
+            None where the score had no value).
+        confidence / method: the guard's reported confidence and the scorer behind it.
+        correct / correctness_rule / matched_gold: the verdict and which rule decided.
+        sampling: temperature, n_samples and max_tokens the samples were drawn with.
+        sampling_stats: what the engine reports about its sampling rounds (adaptive
+            sampling: answers requested, budget, rounds, early stop), when it does.
+        scoring: the scoring settings (similarity, n_bootstrap, seed, cluster_threshold).
+        model_calls / prompt_tokens / completion_tokens: what the question cost.
+        reused_requests: requests answered from an earlier run's record instead of the model.
+        seconds: wall time of the question; timings_ms: the engine's step timings.
+        notes: why the estimate was degraded, if it was.
+        error: set when the question failed (no reply); such records are retried on resume.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    question: str
+    gold: list[str]
+    reply: str = ""
+    reply_token_logprobs: list[float] | None = None
+    reply_token_entropies: list[float] | None = None
+    prompts: list[str] = Field(default_factory=list)
+    samples: list[list[str]] = Field(default_factory=list)
+    perturbation_method: str = "none"
+    perturbation_lexicon: str | None = None
+    n_perturbations_real: int = 0
+    scores: dict[str, float | None] = Field(default_factory=dict)
+    confidence: float | None = None
+    method: str = "unavailable"
+    correct: bool = False
+    correctness_rule: str = "none"
+    matched_gold: str | None = None
+    sampling: dict[str, Any] = Field(default_factory=dict)
+    sampling_stats: dict[str, Any] = Field(default_factory=dict)
+    scoring: dict[str, Any] = Field(default_factory=dict)
+    model_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reused_requests: int = 0
+    seconds: float = 0.0
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """The question got a reply (it may still lack some scores)."""
+        return self.error is None
+
+
+def load_questions(path: str | Path, limit: int | None = None) -> list[EvalItem]:
+    """Read a question file (see the module docstring).
+
+    Args:
+        path: the JSONL file.
+        limit: keep the first ``limit`` questions (None: all).
+
+    Raises:
+        ConfigurationError: the file is missing, or a line is not a question with gold answers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigurationError(f"question file {path} does not exist")
+    items: list[EvalItem] = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines):
+            if limit is not None and len(items) >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                gold = row["answer"]
+                items.append(
+                    EvalItem(
+                        id=str(row.get("id", number)),
+                        question=str(row["question"]),
+                        gold=[gold] if isinstance(gold, str) else [str(g) for g in gold],
+                    )
+                )
+            except (json.JSONDecodeError, KeyError, TypeError, ValidationError) as exc:
+                raise ConfigurationError(
+                    f"{path}:{number + 1} is not a question with gold answers "
+                    f'(expected {{"question": ..., "answer": [...]}}): {exc}'
+                ) from None
+    return items
+
+
+def read_records(path: str | Path) -> list[EvalRecord]:
+    """Every record of a records file, in file order (a missing file has none).
+
+    A line cut off mid-write (the run was killed) is skipped.
+
+    Raises:
+        ConfigurationError: a line other than the last is not a record.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(EvalRecord.model_validate_json(line))
+        except ValidationError as exc:
+            if _is_torn(line):  # cut off by a killed run; its question is redone
+                continue
+            raise ConfigurationError(f"{path}:{number + 1} is not an eval record: {exc}") from None
+    return records
+
+
+def _is_torn(line: str) -> bool:
+    """A line cut off mid-write: not a complete JSON object."""
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return True
+    return False
+
+
+def latest_records(records: Iterable[EvalRecord]) -> dict[str, EvalRecord]:
+    """The last record of each question id, in first-seen order."""
+    latest: dict[str, EvalRecord] = {}
+    for record in records:
+        latest[record.id] = record
+    return latest
+
+
+def append_record(path: str | Path, record: EvalRecord) -> None:
+    """Append one record as a JSON line and fsync it, so it survives a crash.
+
+    A truncated last line left by a killed run is ended first, so the new
+    record starts a line of its own (the truncated one is then skipped on read).
+    """
+    path = Path(path)
+    line = record.model_dump_json() + "\n"
+    if path.exists() and path.stat().st_size:
+        with path.open("rb") as tail:
+            tail.seek(-1, os.SEEK_END)
+            if tail.read(1) != b"\n":
+                line = "\n" + line
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())

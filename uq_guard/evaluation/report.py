@@ -1,0 +1,277 @@
+"""The eval report: one table row per scoring method, in Markdown and HTML, plus PNG plots.
+
+Orientation: every score in a record is an uncertainty (higher = less sure)
+except those in :data:`uq_guard.report.CONFIDENCE_LIKE_SCORES`; the table
+turns each into a confidence the same way (negating uncertainties) before any
+metric, so AUROC > 0.5 always means "the method ranks right answers above
+wrong ones". ``guard_confidence`` is the confidence the guard itself
+reported. A metric with no value on the data (AUROC when every answer is
+right; ECE of a score that is not a probability) is shown as a note, never NaN.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from uq_guard.evaluation.metrics import METRICS, MetricSummary, evaluate
+from uq_guard.evaluation.records import EvalRecord
+from uq_guard.report import CONFIDENCE_LIKE_SCORES
+
+__all__ = ["MethodRow", "method_rows", "method_signal", "write_report"]
+
+GUARD_CONFIDENCE = "guard_confidence"
+BRIER_FOLDS = 5  # the isotonic Brier score's cross-fitting folds
+WHITEBOX_SCORES = frozenset({"gnll", "mean_token_entropy", "entropy_area_score"})
+X0_SAMPLE_SCORES = frozenset(
+    {"degree", "eigv", "eccentricity", "semantic_entropy", "semantic_volume"}
+)
+_COLUMNS = (("auroc", "AUROC"), ("prr", "PRR"), ("brier", "Brier (iso)"), ("ece", "ECE"))
+_COLUMNS = (*_COLUMNS, ("aurac", "AURAC"))
+_UNDEFINED_SHORT = {"confidence is not in [0, 1]": "n/a: not a probability"}
+
+
+@dataclass
+class MethodRow:
+    """One method's line of the table.
+
+    Attributes:
+        method: the score's name (``guard_confidence`` for the guard's own).
+        summary: its metrics with intervals, and the undefined ones with why.
+        needs: what the method needs: ``reply`` (white-box), ``x0 samples`` or ``all``.
+        calls_per_question / seconds_per_question: what the run spent per question on it.
+        n_missing: questions where the method had no value (left out of its metrics).
+    """
+
+    method: str
+    summary: MetricSummary
+    needs: str
+    calls_per_question: float
+    seconds_per_question: float
+    n_missing: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def method_signal(records: Sequence[EvalRecord], method: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(confidence, correct)`` of one method over the records where it has a value.
+
+    Uncertainties are negated; confidence-like scores and ``guard_confidence`` are kept.
+    """
+    conf, correct = [], []
+    for record in records:
+        value = record.confidence if method == GUARD_CONFIDENCE else record.scores.get(method)
+        if value is None or not math.isfinite(value):
+            continue
+        keep = method == GUARD_CONFIDENCE or method in CONFIDENCE_LIKE_SCORES
+        conf.append(value if keep else -value)
+        correct.append(bool(record.correct))
+    return np.asarray(conf, dtype=float), np.asarray(correct, dtype=bool)
+
+
+def _methods(records: Sequence[EvalRecord]) -> list[str]:
+    names = dict.fromkeys(name for record in records for name in record.scores)
+    if any(record.confidence is not None for record in records):
+        names = {GUARD_CONFIDENCE: None, **names}
+    return list(names)
+
+
+def _needs(method: str) -> str:
+    if method in WHITEBOX_SCORES:
+        return "reply"
+    if method in X0_SAMPLE_SCORES:
+        return "x0 samples"
+    return "all"
+
+
+def method_rows(
+    records: Sequence[EvalRecord], *, n_resamples: int = 1000, seed: int = 0
+) -> list[MethodRow]:
+    """Evaluate every method found in ``records`` (failed records left out), best AUROC first."""
+    done = [r for r in records if r.ok]
+    if not done:
+        return []
+    calls = float(np.mean([r.model_calls + r.reused_requests for r in done]))
+    seconds = float(np.mean([r.seconds for r in done]))
+    n_prompts = float(np.mean([max(1, len(r.prompts)) for r in done]))
+    rows = []
+    for method in _methods(done):
+        conf, correct = method_signal(done, method)
+        if conf.size == 0:
+            continue
+        needs = _needs(method)
+        # the white-box scores need the reply alone; the x0 baselines one prompt's samples
+        cost = {"reply": 1.0, "x0 samples": 1.0 + (calls - 1.0) / n_prompts}.get(needs, calls)
+        rows.append(
+            MethodRow(
+                method=method,
+                summary=_evaluate(conf, correct, n_resamples=n_resamples, seed=seed),
+                needs=needs,
+                calls_per_question=min(cost, calls),
+                seconds_per_question=seconds,
+                n_missing=len(done) - conf.size,
+            )
+        )
+    return sorted(rows, key=_auroc_key, reverse=True)
+
+
+def _evaluate(conf: np.ndarray, correct: np.ndarray, **options: Any) -> MetricSummary:
+    if conf.size >= BRIER_FOLDS:
+        return evaluate(conf, correct, **options)
+    summary = evaluate(conf, correct, metrics=tuple(m for m in METRICS if m != "brier"), **options)
+    summary.undefined["brier"] = (
+        f"{BRIER_FOLDS}-fold cross-fitting needs at least {BRIER_FOLDS} questions, got {conf.size}"
+    )
+    return summary
+
+
+def _auroc_key(row: MethodRow) -> float:
+    interval = row.summary.metrics.get("auroc")
+    return interval.estimate if interval is not None else -1.0
+
+
+def _cell(row: MethodRow, metric: str) -> str:
+    interval = row.summary.metrics.get(metric)
+    if interval is None:
+        why = row.summary.undefined.get(metric, "not computed")
+        return _UNDEFINED_SHORT.get(why, "undefined†")
+    if interval.n_resamples:
+        return f"{interval.estimate:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
+    return f"{interval.estimate:.3f}"
+
+
+def _table(rows: Sequence[MethodRow]) -> tuple[list[str], list[list[str]]]:
+    header = ["method", "n", *(title for _, title in _COLUMNS), "needs", "calls/q", "s/q"]
+    body = [
+        [
+            row.method,
+            str(row.summary.n),
+            *(_cell(row, metric) for metric, _ in _COLUMNS),
+            row.needs,
+            f"{row.calls_per_question:.1f}",
+            f"{row.seconds_per_question:.2f}",
+        ]
+        for row in rows
+    ]
+    return header, body
+
+
+def _undefined_notes(rows: Sequence[MethodRow]) -> list[str]:
+    notes = []
+    for row in rows:
+        for metric, why in row.summary.undefined.items():
+            if why not in _UNDEFINED_SHORT:
+                notes.append(f"† {row.method} {metric}: {why}")
+        if row.n_missing:
+            notes.append(f"{row.method}: no value on {row.n_missing} question(s), left out")
+    return notes
+
+
+def write_report(
+    records: Sequence[EvalRecord],
+    out_dir: str | Path,
+    *,
+    title: str = "uq_guard evaluation",
+    command: str | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    plots: bool = True,
+) -> dict[str, Path]:
+    """Write ``report.md``, ``report.html`` and (with matplotlib) the PNG plots into ``out_dir``.
+
+    Args:
+        records: the run's records.
+        out_dir: the folder (created).
+        title: the report's heading.
+        command: the command that produced the run, quoted in the report.
+        n_resamples: bootstrap resamples of each interval.
+        seed: bootstrap seed.
+        plots: draw the PNGs (needs matplotlib, the ``eval`` extra).
+
+    Returns:
+        the paths written, by name (``markdown``, ``html``, and each plot's name).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = method_rows(records, n_resamples=n_resamples, seed=seed)
+    done = [r for r in records if r.ok]
+    failed = len(records) - len(done)
+    accuracy = float(np.mean([r.correct for r in done])) if done else float("nan")
+    rules: dict[str, int] = {}
+    for record in done:
+        rules[record.correctness_rule] = rules.get(record.correctness_rule, 0) + 1
+
+    facts = [
+        f"questions: {len(records)} ({len(done)} answered, {failed} failed)",
+        f"accuracy of the reply: {accuracy:.3f}" if done else "accuracy: no answered question",
+        "correctness rules: " + ", ".join(f"{k} {v}" for k, v in sorted(rules.items())),
+    ]
+    if done:
+        facts.append(
+            f"model calls per question: {np.mean([r.model_calls for r in done]):.1f} "
+            f"(+{np.mean([r.reused_requests for r in done]):.1f} reused from another run); "
+            f"seconds per question: {np.mean([r.seconds for r in done]):.2f}"
+        )
+    header, body = _table(rows)
+    notes = _undefined_notes(rows)
+    if done and rows and all(not row.summary.metrics.get("auroc") for row in rows):
+        notes.insert(0, "every answer is right or every answer is wrong: no method can be ranked")
+
+    written = {}
+    images: list[tuple[str, str]] = []
+    if plots and rows:
+        from uq_guard.evaluation.plots import draw_plots
+
+        for name, path in draw_plots(done, rows, out).items():
+            written[name] = path
+            images.append((name, path.name))
+
+    legend = (
+        "Scores are turned into confidences before every metric (uncertainties negated), so "
+        "higher AUROC/PRR/AURAC and lower Brier/ECE are better. Brier is after a cross-fitted "
+        "isotonic map; ECE (15 equal-mass bins) needs a score in [0, 1]. Intervals: 95% "
+        f"percentile bootstrap over questions ({n_resamples} resamples). `needs`: what the "
+        "method uses (the reply's token log-probabilities; the samples of the question; all "
+        "the prompts); calls/q is the model calls that part of the run cost per question."
+    )
+    md = [f"# {title}", ""]
+    if command:
+        md += ["Produced by:", "", "```", command, "```", ""]
+    md += [f"* {fact}" for fact in facts] + ["", legend, ""]
+    md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(cells) + " |" for cells in body]
+    if notes:
+        md += ["", "Notes:", ""] + [f"* {note}" for note in notes]
+    if images:
+        md += [""] + [f"![{name}]({file})" for name, file in images]
+    written["markdown"] = out / "report.md"
+    written["markdown"].write_text("\n".join(md) + "\n", encoding="utf-8")
+
+    esc = html.escape
+    page = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{esc(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;"
+        "text-align:right}td:first-child{text-align:left}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+    ]
+    if command:
+        page.append(f"<pre>{esc(command)}</pre>")
+    page.append("<ul>" + "".join(f"<li>{esc(f)}</li>" for f in facts) + "</ul>")
+    page.append(f"<p>{esc(legend)}</p><table><tr>")
+    page.append("".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
+    page += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>" for cells in body]
+    page.append("</table>")
+    if notes:
+        page.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    page += [f"<h3>{esc(name)}</h3><img src='{esc(file)}'>" for name, file in images]
+    page.append("</body></html>")
+    written["html"] = out / "report.html"
+    written["html"].write_text("\n".join(page) + "\n", encoding="utf-8")
+    return written

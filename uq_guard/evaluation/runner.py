@@ -1,0 +1,519 @@
+"""Run a guarded model over labelled questions, record everything, resume, re-score.
+
+::
+
+    from uq_guard.evaluation.runner import load_questions, make_backend, run_eval, rescore
+
+    items = load_questions("nq_open_dev.jsonl", limit=100)
+    backend = make_backend("local", max_tokens=24)           # or "openai:http://host/v1#model"
+    run = run_eval(items, backend, GuardConfig(n_perturbations=4, n_samples=3), out_dir="out")
+    run.records        # one EvalRecord a question, also in out/records.jsonl
+    rescored = rescore(run.records, similarity="abs_cosine")   # no model call
+
+Each question runs through :class:`~uq_guard.Guard` (policy ``annotate``,
+samples kept in the report) and its :class:`EvalRecord` is appended to
+``records.jsonl`` and fsync'd as soon as it finishes. Started again on the same
+folder, the run skips every question already recorded without an error and
+makes no model call for them; ``run.json`` holds the settings, and a resume
+with other settings is refused rather than mixing two configurations.
+
+Questions run concurrently up to ``concurrency`` (useful for API backends;
+a local model batches each question's prompts already, so 1 suits it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from uq_guard._exceptions import ConfigurationError, MissingDependencyError, UQGuardError
+from uq_guard._messages import user_prompt
+from uq_guard._sync import run_sync
+from uq_guard.backend import Backend, Generation, GenerationRequest, Usage, is_backend
+from uq_guard.config import GuardConfig
+from uq_guard.embeddings import Embedder, shared_embedder
+from uq_guard.engine import Guard
+from uq_guard.evaluation.correctness import Judge, assess_answer
+from uq_guard.evaluation.records import (
+    EvalItem,
+    EvalRecord,
+    append_record,
+    latest_records,
+    load_questions,
+    read_records,
+)
+from uq_guard.scoring.suite import score_samples
+
+__all__ = [
+    "EvalRun",
+    "ReplayBackend",
+    "arun_eval",
+    "load_questions",
+    "make_backend",
+    "rescore",
+    "run_eval",
+]
+
+logger = logging.getLogger(__name__)
+
+RECORDS_FILE = "records.jsonl"
+SETTINGS_FILE = "run.json"
+# settings that change what a record holds; the others (timeouts, concurrency) may differ on resume
+_RECORD_SETTINGS = (
+    "n_perturbations",
+    "n_samples",
+    "temperature",
+    "max_tokens",
+    "perturbation",
+    "seed",
+    "similarity",
+    "n_bootstrap",
+    "cluster_threshold",
+    "embedding_model",
+    "gaap_lexicon",
+)
+
+_SAMPLING_STATS = (
+    "n_samples",
+    "n_failed",
+    "n_samples_requested",
+    "n_samples_budget",
+    "sampling_rounds",
+    "adaptive",
+    "adaptive_stopped_early",
+)
+
+
+@dataclass
+class EvalRun:
+    """What an eval run produced.
+
+    Attributes:
+        records: the latest record of every question asked for, in question order.
+        records_path: the JSONL file they are in.
+        n_new / n_resumed: questions run now / found already recorded.
+        n_failed: questions with no reply (recorded with ``error``).
+    """
+
+    records: list[EvalRecord]
+    records_path: Path
+    n_new: int = 0
+    n_resumed: int = 0
+    n_failed: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------
+# Backends
+# ---------------------------------------------------------------------------
+
+
+def make_backend(
+    spec: Any,
+    *,
+    max_tokens: int | None = None,
+    seed: int | None = None,
+    max_concurrency: int = 8,
+    timeout_s: float | None = 120.0,
+) -> Backend:
+    """Turn a model description into a :class:`~uq_guard.backend.Backend`.
+
+    Args:
+        spec: ``"local"`` (SmolLM2-135M-Instruct through ``uq_guard_hf``),
+            ``"openai:URL"`` or ``"openai:URL#model"`` (an OpenAI-compatible
+            server; the key comes from ``OPENAI_API_KEY``, default ``"none"``),
+            ``"py:module:attr"`` (an object or a no-argument factory: a
+            Backend or a LangChain chat model), or the object itself (a
+            Backend or a LangChain chat model).
+        max_tokens: cap on the reply's tokens (the samples' cap is ``GuardConfig.max_tokens``).
+        seed: sampling seed of the local model.
+        max_concurrency / timeout_s: for API and LangChain backends.
+
+    Raises:
+        ConfigurationError: an unknown spec, or an object that is no model.
+        MissingDependencyError: the integration's extra is not installed.
+    """
+    if isinstance(spec, str):
+        if spec == "local":
+            try:
+                from uq_guard_hf import HuggingFaceChatModel
+            except ImportError as exc:
+                raise MissingDependencyError("the local model", "local") from exc
+            kwargs: dict[str, Any] = {"seed": seed}
+            if max_tokens is not None:
+                kwargs["max_new_tokens"] = max_tokens
+            return HuggingFaceChatModel.default(**kwargs)
+        if spec.startswith("openai:"):
+            return _openai_backend(
+                spec.removeprefix("openai:"),
+                max_tokens=max_tokens,
+                max_concurrency=max_concurrency,
+                timeout_s=timeout_s,
+            )
+        if spec.startswith("py:"):
+            module_name, _, attr = spec.removeprefix("py:").rpartition(":")
+            if not module_name:
+                raise ConfigurationError(f"model spec {spec!r}: expected py:module:attr")
+            target = getattr(importlib.import_module(module_name), attr)
+            obj = target() if callable(target) and not _is_model(target) else target
+            return make_backend(obj, max_concurrency=max_concurrency, timeout_s=timeout_s)
+        raise ConfigurationError(
+            f"unknown model {spec!r}; use 'local', 'openai:URL[#model]' or 'py:module:attr'"
+        )
+    if is_backend(spec):
+        return spec
+    try:
+        from langchain_core.language_models import BaseChatModel
+    except ImportError:
+        BaseChatModel = None
+    if BaseChatModel is not None and isinstance(spec, BaseChatModel):
+        from uq_guard_langchain.backend import LangChainBackend
+
+        return LangChainBackend(spec, max_concurrency=max_concurrency, timeout_s=timeout_s)
+    raise ConfigurationError(
+        f"cannot evaluate a {type(spec).__name__}: pass a Backend, a LangChain chat model, "
+        "'local' or 'openai:URL[#model]'"
+    )
+
+
+def _is_model(obj: Any) -> bool:
+    return is_backend(obj) or hasattr(obj, "ainvoke")
+
+
+def _openai_backend(
+    target: str, *, max_tokens: int | None, max_concurrency: int, timeout_s: float | None
+) -> Backend:
+    try:
+        import openai
+        from uq_guard_openai.backend import Endpoint, OpenAIBackend
+    except ImportError as exc:
+        raise MissingDependencyError("an OpenAI-compatible model", "openai") from exc
+
+    url, _, model = target.partition("#")
+    if not url:
+        raise ConfigurationError("openai model spec needs a URL: openai:http://host:port/v1#model")
+    client = openai.AsyncOpenAI(base_url=url, api_key=os.environ.get("OPENAI_API_KEY", "none"))
+    endpoint = Endpoint(
+        create_reply=client.chat.completions.create,
+        create_sample=client.with_options(max_retries=0).chat.completions.create,
+    )
+    call_kwargs: dict[str, Any] = {"model": model or "default"}
+    if max_tokens is not None:
+        call_kwargs["max_tokens"] = max_tokens
+    return OpenAIBackend(
+        endpoint, call_kwargs, max_concurrency=max_concurrency, timeout_s=timeout_s
+    )
+
+
+class ReplayBackend:
+    """Answers the reply and the x_0 samples from earlier records; the rest goes to ``backend``.
+
+    Used to compare configurations on the same questions at a lower cost: the
+    greedy reply and the samples of the unperturbed question do not depend on
+    the perturbation, so a second run can take them from the first one's
+    records (same temperature, max_tokens, and at least as many samples).
+
+    Attributes:
+        replayed: requests served from the records, by question.
+    """
+
+    def __init__(self, backend: Backend, records: Mapping[str, EvalRecord]) -> None:
+        self.backend = backend
+        self._by_question = {r.question: r for r in records.values() if r.ok and r.prompts}
+        self.replayed: dict[str, int] = {}
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        answers: list[Generation | None] = [self._replay(r) for r in requests]
+        missing = [i for i, a in enumerate(answers) if a is None]
+        if missing:
+            fresh = await self.backend.generate([requests[i] for i in missing])
+            for i, generation in zip(missing, fresh, strict=False):
+                answers[i] = generation
+        return [
+            a if a is not None else Generation(error=RuntimeError("no answer")) for a in answers
+        ]
+
+    def _replay(self, request: GenerationRequest) -> Generation | None:
+        if len(request.messages) != 1:
+            return None
+        question = user_prompt(request.messages)
+        record = self._by_question.get(question)
+        if record is None or record.prompts[0] != question:
+            return None
+        if request.temperature is None:
+            generation = Generation(
+                texts=[record.reply],
+                token_logprobs=[record.reply_token_logprobs]
+                if record.reply_token_logprobs
+                else None,
+                token_entropies=(
+                    [record.reply_token_entropies] if record.reply_token_entropies else None
+                ),
+                usage=Usage(),
+            )
+        else:
+            stored = record.samples[0] if record.samples else []
+            if (
+                request.temperature != record.sampling.get("temperature")
+                or request.max_tokens != record.sampling.get("max_tokens")
+                or request.n > len(stored)
+            ):
+                return None
+            generation = Generation(texts=list(stored[: request.n]), usage=Usage())
+        self.replayed[question] = self.replayed.get(question, 0) + 1
+        return generation
+
+
+# ---------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------
+
+
+def eval_config(config: GuardConfig | None = None, **overrides: Any) -> GuardConfig:
+    """The guard settings of an eval run: ``config`` with samples kept and policy ``annotate``."""
+    return GuardConfig.build(config, **overrides, include_samples=True, policy="annotate")
+
+
+def _settings(config: GuardConfig, model: str) -> dict[str, Any]:
+    dumped = config.model_dump()
+    settings = {
+        key: (value if isinstance(value, (str, int, float, bool, type(None))) else repr(value))
+        for key, value in dumped.items()
+        if key in _RECORD_SETTINGS
+    }
+    return {"model": model, **settings}
+
+
+def _check_resume(path: Path, settings: dict[str, Any]) -> None:
+    if path.exists():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k, v) != v}
+        if changed:
+            what = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise ConfigurationError(
+                f"{path.parent} holds records made with other settings ({what}); use another "
+                "output folder, or rescore() the records for other scoring settings"
+            )
+    path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+
+
+async def arun_eval(
+    items: Sequence[EvalItem],
+    backend: Backend,
+    config: GuardConfig | None = None,
+    *,
+    out_dir: str | Path,
+    model_name: str = "custom",
+    embedder: Embedder | None = None,
+    judge: Judge | None = None,
+    concurrency: int = 1,
+    reuse: Mapping[str, EvalRecord] | None = None,
+    on_record: Callable[[EvalRecord], None] | None = None,
+) -> EvalRun:
+    """Evaluate ``items`` with a guarded ``backend``; resume what ``out_dir`` already holds.
+
+    Args:
+        items: the questions (:func:`load_questions`).
+        backend: the model (:func:`make_backend`).
+        config: guard settings (made eval-ready by :func:`eval_config`).
+        out_dir: where ``records.jsonl`` and ``run.json`` go (created).
+        model_name: recorded in ``run.json``.
+        embedder: defaults to the guard's shared embedder.
+        judge: optional correctness judge (see :func:`assess_answer`).
+        concurrency: questions in flight at once.
+        reuse: earlier records by id whose reply and x_0 samples may be reused
+            (see :class:`ReplayBackend`).
+        on_record: called with each new record as it is written (a progress bar).
+
+    Raises:
+        ConfigurationError: ``out_dir`` holds records made with other settings.
+    """
+    if concurrency < 1:
+        raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
+    config = eval_config(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = _settings(config, model_name)
+    _check_resume(out / SETTINGS_FILE, settings)
+    records_path = out / RECORDS_FILE
+    done = {k: r for k, r in latest_records(read_records(records_path)).items() if r.ok}
+
+    replay = ReplayBackend(backend, reuse) if reuse else None
+    guard = Guard(replay or backend, config, embedder=embedder)
+    pending = [item for item in items if item.id not in done]
+    slots = asyncio.Semaphore(concurrency)
+    fresh: dict[str, EvalRecord] = {}
+
+    async def one(item: EvalItem) -> None:
+        async with slots:
+            record = await _evaluate_one(guard, item, config, judge, replay)
+        append_record(records_path, record)
+        fresh[item.id] = record
+        if on_record is not None:
+            on_record(record)
+
+    await asyncio.gather(*(one(item) for item in pending))
+    records = [fresh.get(item.id) or done[item.id] for item in items]
+    return EvalRun(
+        records=records,
+        records_path=records_path,
+        n_new=len(pending),
+        n_resumed=len(items) - len(pending),
+        n_failed=sum(1 for r in fresh.values() if not r.ok),
+        settings=settings,
+    )
+
+
+def run_eval(*args: Any, **kwargs: Any) -> EvalRun:
+    """Sync twin of :func:`arun_eval` (safe inside a running event loop)."""
+    return run_sync(arun_eval(*args, **kwargs))
+
+
+async def _evaluate_one(
+    guard: Guard,
+    item: EvalItem,
+    config: GuardConfig,
+    judge: Judge | None,
+    replay: ReplayBackend | None,
+) -> EvalRecord:
+    base = {
+        "id": item.id,
+        "question": item.question,
+        "gold": item.gold,
+        "sampling": {
+            "temperature": config.temperature,
+            "n_samples": config.n_samples,
+            "max_tokens": config.max_tokens,
+        },
+        "scoring": _scoring_settings(config),
+    }
+    started = time.perf_counter()
+    try:
+        result = await guard.arun(item.question)
+    except UQGuardError as exc:
+        logger.warning("question %s failed: %s", item.id, exc)
+        return EvalRecord(**base, error=str(exc), seconds=time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    report, reply = result.report, result.reply
+    reply_text = reply.texts[0]
+    verdict = assess_answer(reply_text, item.gold, question=item.question, judge=judge)
+    return EvalRecord(
+        **base,
+        reply=reply_text,
+        reply_token_logprobs=reply.token_logprobs[0] if reply.token_logprobs else None,
+        reply_token_entropies=reply.token_entropies[0] if reply.token_entropies else None,
+        prompts=[item.question, *report.perturbations],
+        samples=report.samples or [],
+        perturbation_method=report.perturbation_method,
+        perturbation_lexicon=report.perturbation_lexicon,
+        n_perturbations_real=report.n_perturbations_real,
+        scores=dict(report.scores),
+        confidence=report.confidence if report.method != "unavailable" else None,
+        method=report.method,
+        correct=verdict.correct,
+        correctness_rule=verdict.rule,
+        matched_gold=verdict.matched,
+        sampling_stats={k: getattr(report, k) for k in _SAMPLING_STATS if hasattr(report, k)},
+        model_calls=report.cost.model_calls,
+        prompt_tokens=report.cost.prompt_tokens,
+        completion_tokens=report.cost.completion_tokens,
+        reused_requests=replay.replayed.get(item.question, 0) if replay else 0,
+        seconds=round(seconds, 4),
+        timings_ms=dict(report.timings_ms),
+        notes=list(report.degraded_reasons),
+    )
+
+
+def _scoring_settings(config: GuardConfig) -> dict[str, Any]:
+    similarity = config.similarity if isinstance(config.similarity, str) else "custom"
+    return {
+        "similarity": similarity,
+        "n_bootstrap": config.n_bootstrap,
+        "seed": config.seed,
+        "cluster_threshold": config.cluster_threshold,
+        "embedding_model": config.embedding_model,
+    }
+
+
+# ---------------------------------------------------------------------------
+# Re-scoring
+# ---------------------------------------------------------------------------
+
+
+def rescore(
+    records: Sequence[EvalRecord],
+    *,
+    embedder: Embedder | None = None,
+    similarity: Any = None,
+    n_bootstrap: int | None = None,
+    seed: int | None = None,
+    cluster_threshold: float | None = None,
+) -> list[EvalRecord]:
+    """Recompute every score of ``records`` from their stored texts; no model is called.
+
+    Settings left as None keep each record's own (``record.scoring``), so
+    ``rescore(records)`` reproduces the stored scores. Scores that cannot be
+    recomputed from texts (e.g. a verbalized confidence from an extra call)
+    are kept as they were. Failed records are returned unchanged.
+
+    Args:
+        records: records of an eval run.
+        embedder: defaults to the shared embedder of the records' embedding model.
+        similarity / n_bootstrap / seed / cluster_threshold: scoring settings
+            (see :class:`~uq_guard.GuardConfig`).
+
+    Returns:
+        new records with ``scores``, ``confidence``, ``method`` and ``scoring`` replaced.
+    """
+    rescored = []
+    for record in records:
+        if not record.ok or not record.prompts:
+            rescored.append(record)
+            continue
+        stored = record.scoring
+        settings = {
+            "similarity": similarity if similarity is not None else stored.get("similarity"),
+            "n_bootstrap": n_bootstrap if n_bootstrap is not None else stored.get("n_bootstrap"),
+            "seed": seed if seed is not None else stored.get("seed", 0),
+            "cluster_threshold": cluster_threshold
+            if cluster_threshold is not None
+            else stored.get("cluster_threshold"),
+        }
+        settings = {
+            k: v
+            for k, v in settings.items()
+            if v is not None and not (k == "similarity" and v == "custom")
+        }
+        scored = score_samples(
+            embedder=embedder or shared_embedder(stored.get("embedding_model")),
+            prompts=record.prompts,
+            answers=record.samples,
+            reply=record.reply,
+            reply_logprobs=record.reply_token_logprobs,
+            reply_entropies=record.reply_token_entropies,
+            **settings,
+        )
+        named = settings.get("similarity")
+        rescored.append(
+            record.model_copy(
+                update={
+                    "scores": {**record.scores, **scored.scores},
+                    "confidence": scored.confidence,
+                    "method": scored.method,
+                    "scoring": {
+                        **stored,
+                        **settings,
+                        "similarity": named if isinstance(named, str) else "custom",
+                    },
+                }
+            )
+        )
+    return rescored
