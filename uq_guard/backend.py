@@ -33,6 +33,11 @@ class GenerationRequest:
             setting (used for the reply the user gets).
         max_tokens: cap on generated tokens; ``None`` means the model's own.
         want_logprobs: ask for per-token log-probabilities when available.
+        seed_offset: added to a seeded backend's sampling seed for this request.
+            A backend that reseeds its sampler on every call (the local
+            Hugging Face model) would otherwise repeat the same draws in the
+            second sampling round of an adaptive call; 0 keeps the backend's
+            own seed. Backends without a seed ignore it.
     """
 
     messages: tuple[Message, ...]
@@ -40,6 +45,7 @@ class GenerationRequest:
     temperature: float | None = None
     max_tokens: int | None = None
     want_logprobs: bool = False
+    seed_offset: int = 0
 
 
 @dataclass

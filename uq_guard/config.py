@@ -43,7 +43,31 @@ class GuardConfig(BaseModel):
     requests of ``n_samples`` answers each, plus one paraphrase request with
     ``perturbation="paraphrase"`` (or ``"gaap+paraphrase"``), and one
     substitutes request when GAAP uses the model lexicon. The default GAAP
-    perturbation with WordNet makes no model call.
+    perturbation with WordNet makes no model call. ``verbalized_confidence``
+    adds one request (the model is asked how sure it is of its reply).
+
+    Adaptive sampling (``adaptive=True``) keeps that budget as a cap and
+    samples in at most two batched rounds:
+
+    1. the reply and ``adaptive_first_samples`` answers for *every* prompt
+       (x_0 and each perturbation, so Inv-Entropy still sees them all);
+    2. the remaining ``n_samples - adaptive_first_samples`` answers per
+       prompt, only when round 1 did not settle the call.
+
+    Round 1 settles the call when the answers agree: at least a share
+    ``adaptive_agreement`` of the round-1 answers and the reply fall in one
+    semantic cluster (single-link on embedding cosine at
+    ``cluster_threshold``, the clusters of semantic entropy). With the default
+    1.0 every answer must agree; if the model gave another answer with
+    probability p, all k round-1 answers would miss it with probability
+    (1 - p)^k (treating them as independent draws): with the default m = 9,
+    k = 2 x 10 + 1 = 21, and a 15 % alternative slips through in under 4 %
+    of calls. Optionally
+    (``adaptive_margin``) round 1 also settles the call when its confidence
+    is that far from ``threshold``, so the policy's decision would not flip.
+    When a call stops early, every score comes from the round-1 samples;
+    Inv-Entropy's bootstrap keeps one answer per prompt per draw, so its
+    scale does not depend on how many answers each prompt got.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
@@ -55,6 +79,30 @@ class GuardConfig(BaseModel):
     n_samples: int = Field(5, ge=1, le=100, description="Answers r sampled per prompt.")
     temperature: float = Field(0.7, gt=0.0, le=5.0, description="Sampling temperature (never 0).")
     max_tokens: int = Field(128, ge=1, description="Cap on tokens of each sampled answer.")
+    adaptive: bool = Field(
+        False,
+        description="Sample in two rounds and skip the second when round 1 already agrees.",
+    )
+    adaptive_first_samples: int = Field(
+        2,
+        ge=1,
+        le=99,
+        description="Answers per prompt in round 1 of adaptive sampling (< n_samples).",
+    )
+    adaptive_agreement: float | None = Field(
+        1.0,
+        gt=0.5,
+        le=1.0,
+        description="Stop after round 1 when this share of its answers (reply included) "
+        "falls in one semantic cluster; None = never stop on agreement.",
+    )
+    adaptive_margin: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Also stop after round 1 when its confidence is at least this far "
+        "from threshold; None = off.",
+    )
     perturbation: Perturbation = Field(
         "gaap",
         description="How x_1..x_m are made: GAAP (no model call with WordNet), model "
@@ -92,6 +140,11 @@ class GuardConfig(BaseModel):
     seed: int = 0
     cluster_threshold: float = Field(
         0.85, ge=0.0, le=1.0, description="Cosine at or above which two answers share a meaning."
+    )
+    verbalized_confidence: bool = Field(
+        False,
+        description="One extra call asking the model how sure it is of its reply (0-100); "
+        "reported as scores['verbalized_confidence'] in [0, 1].",
     )
 
     # --- embeddings ------------------------------------------------------
@@ -136,6 +189,22 @@ class GuardConfig(BaseModel):
     def _user_lexicon_has_a_dict(self) -> GuardConfig:
         if self.gaap_lexicon == "user" and not self.gaap_substitutions:
             raise ValueError("gaap_lexicon='user' needs gaap_substitutions (a dict of substitutes)")
+        return self
+
+    @model_validator(mode="after")
+    def _adaptive_can_stop_early(self) -> GuardConfig:
+        if not self.adaptive:
+            return self
+        if self.adaptive_first_samples >= self.n_samples:
+            raise ValueError(
+                f"adaptive_first_samples={self.adaptive_first_samples} must be smaller than "
+                f"n_samples={self.n_samples} when adaptive=True (round 1 would already be "
+                "the whole budget)"
+            )
+        if self.adaptive_agreement is None and self.adaptive_margin is None:
+            raise ValueError(
+                "adaptive=True needs a stopping rule: set adaptive_agreement or adaptive_margin"
+            )
         return self
 
     def __init__(self, **data: Any) -> None:

@@ -1,9 +1,20 @@
 """``Guard``: perturb -> sample -> embed -> score -> decide, for one chat call.
 
-Model calls go through the :class:`~uq_guard.backend.Backend` seam in two
-rounds: the perturbations (none for model-free perturbers), then the reply
-and every sample together in one batch. Failed samples are retried when retryable, then left out and
-reported; only a failed *reply* raises (:class:`GenerationError`).
+Model calls go through the :class:`~uq_guard.backend.Backend` seam in
+batched rounds: the perturbations (none for model-free perturbers), then the
+reply and every sample together in one batch. Failed samples are retried when
+retryable, then left out and reported; only a failed *reply* raises
+(:class:`GenerationError`).
+
+With ``adaptive=True`` the samples come in two rounds under the same cap:
+round 1 is the reply and ``adaptive_first_samples`` answers for every prompt;
+when they already agree (or, with ``adaptive_margin``, their confidence is far
+from the threshold) round 2 is skipped, otherwise it draws the rest and
+everything is scored together (the rule is spelled out in
+:class:`~uq_guard.config.GuardConfig`). A round 1 that lost samples never
+stops early. With ``verbalized_confidence=True`` the question "how sure are
+you?" needs the reply, so it rides along with round 2, or runs as a round of
+its own.
 """
 
 from __future__ import annotations
@@ -47,6 +58,7 @@ from uq_guard.perturb import (
 from uq_guard.policies import best_supported, planned_decision
 from uq_guard.report import Cost, Decision, UncertaintyReport
 from uq_guard.scoring.suite import SampleScores, score_samples
+from uq_guard.scoring.verbalized import parse_verbalized_confidence, verbalized_request
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +97,36 @@ class _Assessment:
     timings_ms: dict[str, float]
     notes: list[str]
     raw_confidence: float | None = None  # set when a calibrator replaced scored.confidence
+    n_requested: int = 0
+    n_budget: int = 0
+    rounds: int = 1
+    adaptive: bool = False
+    stopped_early: bool = False
+    stop_reason: str | None = None
+
+
+@dataclass
+class _Samples:
+    """The sampled answers of one call so far, over its rounds."""
+
+    answers: list[list[str]]
+    usage: Usage
+    errors: set[str] = field(default_factory=set)
+    n_requested: int = 0
+    rounds: int = 0
+
+    @property
+    def n_failed(self) -> int:
+        return self.n_requested - sum(len(a) for a in self.answers)
+
+    def add(self, generations: Sequence[Generation], n: int) -> None:
+        for answers, generation in zip(self.answers, generations, strict=True):
+            answers.extend(generation.texts[:n])
+            self.usage = self.usage + generation.usage
+            if generation.error is not None:
+                self.errors.add(str(generation.error))
+        self.n_requested += n * len(generations)
+        self.rounds += 1
 
 
 class Guard:
@@ -296,34 +338,99 @@ class Guard:
         cfg = self.config
         retrying = self._retrying(backend)
         prompts = [prompt, *perturbation.prompts]
+        first = cfg.adaptive_first_samples if cfg.adaptive else cfg.n_samples
         reply_request = GenerationRequest(messages=conversation, want_logprobs=True)
-        sample_requests = [
-            GenerationRequest(
-                messages=with_user_prompt(conversation, p),
-                n=cfg.n_samples,
-                temperature=cfg.temperature,
-                max_tokens=cfg.max_tokens,
-            )
-            for p in prompts
-        ]
+        timings = {"generate": 0.0, "score": 0.0}
+
         t = time.perf_counter()
-        reply, *samples = await retrying.generate([reply_request, *sample_requests])
-        generate_ms = _ms_since(t)
+        reply, *round_one = await retrying.generate(
+            [reply_request, *self._sample_requests(conversation, prompts, first, round_index=0)]
+        )
+        timings["generate"] += _ms_since(t)
         if not reply.ok:
             raise GenerationError(
                 f"the model's reply failed: {reply.error or 'empty response'}", cause=reply.error
             )
+        samples = _Samples(answers=[[] for _ in prompts], usage=reply.usage)
+        samples.add(round_one, first)
+        scored = await self._score(prompts, samples.answers, reply, timings)
+
+        pending = (
+            [verbalized_request(conversation, reply.texts[0])] if cfg.verbalized_confidence else []
+        )
+        stopped_early, stop_reason = False, None
+        if cfg.adaptive:
+            stopped_early, stop_reason = self._settled(scored, samples, calibrate)
+            logger.debug("adaptive sampling: %s", stop_reason)
+        verbalized: Generation | None = None
+        if cfg.adaptive and not stopped_early:
+            rest = cfg.n_samples - first
+            t = time.perf_counter()
+            generations = await retrying.generate(
+                [*self._sample_requests(conversation, prompts, rest, round_index=1), *pending]
+            )
+            timings["generate"] += _ms_since(t)
+            if pending:  # the confidence question rode along with round 2
+                verbalized, pending = generations.pop(), []
+            samples.add(generations, rest)
+            scored = await self._score(prompts, samples.answers, reply, timings)
+        if pending:
+            t = time.perf_counter()
+            [verbalized] = await retrying.generate(pending)
+            timings["generate"] += _ms_since(t)
 
         notes: list[str] = []
-        answers = [list(s.texts[: cfg.n_samples]) for s in samples]
-        n_failed = sum(cfg.n_samples - len(a) for a in answers)
-        if n_failed:
-            errors = {str(s.error) for s in samples if s.error is not None}
+        if samples.n_failed:
             notes.append(
-                f"{n_failed} of {cfg.n_samples * len(prompts)} samples failed"
-                + (f": {'; '.join(sorted(errors))}" if errors else "")
+                f"{samples.n_failed} of {samples.n_requested} samples failed"
+                + (f": {'; '.join(sorted(samples.errors))}" if samples.errors else "")
             )
+        notes.extend(scored.notes)
+        usage = samples.usage
+        if verbalized is not None:
+            usage = usage + verbalized.usage
+            _add_verbalized(scored, verbalized, notes)
+        raw_confidence = self._calibrate(scored, notes) if calibrate else None
+        return _Assessment(
+            reply=reply,
+            scored=scored,
+            answers=samples.answers,
+            n_failed=samples.n_failed,
+            usage=usage,
+            timings_ms=timings,
+            notes=notes,
+            raw_confidence=raw_confidence,
+            n_requested=samples.n_requested,
+            n_budget=cfg.n_samples * len(prompts),
+            rounds=samples.rounds,
+            adaptive=cfg.adaptive,
+            stopped_early=stopped_early,
+            stop_reason=stop_reason,
+        )
 
+    def _sample_requests(
+        self, conversation: tuple[Message, ...], prompts: Sequence[str], n: int, *, round_index: int
+    ) -> list[GenerationRequest]:
+        cfg = self.config
+        return [
+            GenerationRequest(
+                messages=with_user_prompt(conversation, p),
+                n=n,
+                temperature=cfg.temperature,
+                max_tokens=cfg.max_tokens,
+                seed_offset=round_index,
+            )
+            for p in prompts
+        ]
+
+    async def _score(
+        self,
+        prompts: Sequence[str],
+        answers: Sequence[Sequence[str]],
+        reply: Generation,
+        timings: dict[str, float],
+    ) -> SampleScores:
+        cfg = self.config
         t = time.perf_counter()
         scored = await asyncio.to_thread(
             score_samples,
@@ -338,21 +445,46 @@ class Guard:
             reply_logprobs=reply.token_logprobs[0] if reply.token_logprobs else None,
             reply_entropies=reply.token_entropies[0] if reply.token_entropies else None,
         )
-        notes.extend(scored.notes)
-        raw_confidence = self._calibrate(scored, notes) if calibrate else None
-        usage = reply.usage
-        for sample in samples:
-            usage = usage + sample.usage
-        return _Assessment(
-            reply=reply,
-            scored=scored,
-            answers=answers,
-            n_failed=n_failed,
-            usage=usage,
-            timings_ms={"generate": generate_ms, "score": _ms_since(t)},
-            notes=notes,
-            raw_confidence=raw_confidence,
-        )
+        timings["score"] += _ms_since(t)
+        return scored
+
+    def _settled(
+        self, scored: SampleScores, samples: _Samples, calibrate: bool
+    ) -> tuple[bool, str]:
+        """Whether round 1 settles the call (adaptive sampling), and why in words."""
+        cfg = self.config
+        if samples.n_failed:
+            return False, f"round 1 lost {samples.n_failed} of {samples.n_requested} samples"
+        agreement = scored.answer_agreement
+        # a hair of slack so that 1.0 is reachable through float shares
+        if (
+            agreement is not None
+            and cfg.adaptive_agreement is not None
+            and agreement >= cfg.adaptive_agreement - 1e-9
+        ):
+            return True, (
+                f"round 1 agreed: {agreement:.0%} of its answers in one cluster "
+                f"(needed {cfg.adaptive_agreement:.0%})"
+            )
+        confidence = self._policy_confidence(scored, calibrate)
+        if confidence is not None and cfg.adaptive_margin is not None:
+            gap = abs(confidence - cfg.threshold)
+            if gap >= cfg.adaptive_margin:
+                return True, (
+                    f"round-1 confidence {confidence:.2f} is {gap:.2f} from the threshold "
+                    f"{cfg.threshold} (margin {cfg.adaptive_margin})"
+                )
+        shown = "none" if agreement is None else f"{agreement:.0%}"
+        return False, f"round 1 did not settle the call (agreement {shown}): sampled the rest"
+
+    def _policy_confidence(self, scored: SampleScores, calibrate: bool) -> float | None:
+        """The confidence the policy would act on, without touching ``scored``."""
+        calibrator, raw = self.calibrator, scored.confidence
+        if not calibrate or calibrator is None or raw is None:
+            return raw
+        if calibrator.method is not None and calibrator.method != scored.method:
+            return raw
+        return calibrator.apply(raw)
 
     def _calibrate(self, scored: SampleScores, notes: list[str]) -> float | None:
         """Replace ``scored.confidence`` by the calibrator's P(correct); the raw value, or None.
@@ -434,6 +566,12 @@ def _report(
         n_prompts=1 + len(perturbation.prompts),
         n_samples=sum(len(a) for a in assessment.answers),
         n_failed=assessment.n_failed,
+        n_samples_requested=assessment.n_requested,
+        n_samples_budget=assessment.n_budget,
+        sampling_rounds=assessment.rounds,
+        adaptive=assessment.adaptive,
+        adaptive_stopped_early=assessment.stopped_early,
+        adaptive_stop_reason=assessment.stop_reason,
         calibrated=assessment.raw_confidence is not None,
         raw_confidence=assessment.raw_confidence,
         samples=assessment.answers if include_samples else None,
@@ -448,6 +586,20 @@ def _report(
         degraded_reasons=list(notes),
         fallback=fallback,
     )
+
+
+def _add_verbalized(scored: SampleScores, answer: Generation, notes: list[str]) -> None:
+    """Put the model's stated confidence in ``scored.scores``, or say why there is none."""
+    if not answer.ok:
+        notes.append(f"verbalized confidence call failed: {answer.error or 'empty response'}")
+        return
+    confidence = parse_verbalized_confidence(answer.texts[0])
+    if confidence is None:
+        notes.append(
+            f"verbalized confidence unreadable (no number from 0 to 100): {answer.texts[0][:80]!r}"
+        )
+        return
+    scored.scores["verbalized_confidence"] = confidence
 
 
 def _ms_since(start: float) -> float:

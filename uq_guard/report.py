@@ -14,7 +14,7 @@ Decision = Literal["answer", "abstain", "fallback", "best_of"]
 
 #: Scores in ``UncertaintyReport.scores`` where a *higher* value means *more*
 #: confidence; every other score is an uncertainty (higher = less sure).
-CONFIDENCE_LIKE_SCORES = frozenset({"max_output_mass"})
+CONFIDENCE_LIKE_SCORES = frozenset({"max_output_mass", "verbalized_confidence"})
 
 
 class Cost(BaseModel):
@@ -50,6 +50,15 @@ class UncertaintyReport(BaseModel):
             distinct variants (the rest repeat them to fill the m asked for).
         n_prompts / n_samples: prompts (x_0 included) and answers scored.
         n_failed: sample answers that failed and were left out.
+        n_samples_requested: answers asked for over every sampling round
+            (``n_samples + n_failed``); below ``n_samples_budget`` only when
+            adaptive sampling stopped early.
+        n_samples_budget: the cap, ``n_prompts × GuardConfig.n_samples``.
+        sampling_rounds: batched sampling rounds run (1, or 2 with adaptive
+            sampling when round 1 did not settle the call).
+        adaptive: whether adaptive sampling was on.
+        adaptive_stopped_early: True when adaptive sampling skipped round 2.
+        adaptive_stop_reason: why it stopped (or went on), in words.
         degraded / degraded_reasons: something went wrong but the reply stands.
         fallback: the fallback model's own report, when it ran.
     """
@@ -75,6 +84,12 @@ class UncertaintyReport(BaseModel):
     n_prompts: int = 0
     n_samples: int = 0
     n_failed: int = 0
+    n_samples_requested: int = 0
+    n_samples_budget: int = 0
+    sampling_rounds: int = 0
+    adaptive: bool = False
+    adaptive_stopped_early: bool = False
+    adaptive_stop_reason: str | None = None
     samples: list[list[str]] | None = None
     cost: Cost = Field(default_factory=Cost)
     timings_ms: dict[str, float] = Field(default_factory=dict)

@@ -83,6 +83,7 @@ class _SamplingSettings:
     max_new_tokens: int
     n: int
     want_logprobs: bool
+    seed_offset: int = 0
 
     @property
     def do_sample(self) -> bool:
@@ -224,7 +225,8 @@ class HuggingFaceChatModel(BaseChatModel):
         max_tokens: cap on generated tokens (``max_new_tokens`` is accepted
             as an alias when constructing).
         seed: when set, ``torch.manual_seed(seed)`` runs before each sampled
-            ``generate`` so sampling is reproducible.
+            ``generate`` so sampling is reproducible (plus the request's
+            ``seed_offset``, so that the rounds of an adaptive call differ).
         logprobs: put per-token log-probabilities in the
             ``response_metadata["logprobs"]`` of LangChain replies.
     """
@@ -404,10 +406,11 @@ class HuggingFaceChatModel(BaseChatModel):
         :class:`~uq_guard.backend.Generation` per request, in order; given
         LangChain message lists it is LangChain's ``generate``.
 
-        Requests are grouped by (temperature, max_tokens, n, want_logprobs);
-        each group runs as one left-padded batched ``model.generate``. A
-        request that is malformed, or whose group fails, comes back with
-        ``Generation.error`` set; nothing is raised for it.
+        Requests are grouped by (temperature, max_tokens, n, want_logprobs,
+        seed_offset); each group runs as one left-padded batched
+        ``model.generate``. A request that is malformed, or whose group
+        fails, comes back with ``Generation.error`` set; nothing is raised
+        for it.
 
         Args:
             requests: the uq_guard requests, or LangChain's
@@ -491,6 +494,7 @@ class HuggingFaceChatModel(BaseChatModel):
             max_new_tokens=max_new_tokens,
             n=request.n,
             want_logprobs=request.want_logprobs,
+            seed_offset=request.seed_offset,
         )
 
     def _encode_prompt(
@@ -576,7 +580,7 @@ class HuggingFaceChatModel(BaseChatModel):
         started = time.perf_counter()
         with torch.inference_mode():
             if settings.do_sample and self.seed is not None:
-                torch.manual_seed(self.seed)
+                torch.manual_seed(self.seed + settings.seed_offset)
             output = model.generate(
                 input_ids=input_ids.to(model.device),
                 attention_mask=attention_mask.to(model.device),

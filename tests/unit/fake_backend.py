@@ -18,6 +18,7 @@ from uq_guard._messages import user_prompt
 from uq_guard.backend import Generation, GenerationRequest, Usage
 
 PARAPHRASE_MARKER = "Rewrite the following question"
+VERBALIZED_MARKER = "How confident are you that your answer above is correct"
 
 #: Answers with nothing in common, for "erratic model" scenarios.
 UNRELATED = (
@@ -44,9 +45,15 @@ def prompt_of(request: GenerationRequest) -> str:
 
 
 def kind_of(request: GenerationRequest) -> str:
-    """``"paraphrase"``, ``"reply"`` (no temperature: the model's own setting) or ``"sample"``."""
+    """What a request asks for: ``"paraphrase"``, ``"verbalized"``, ``"reply"`` or ``"sample"``.
+
+    ``"verbalized"`` is the "how sure are you?" question; a ``"reply"`` has no
+    temperature (the model's own setting).
+    """
     if PARAPHRASE_MARKER in prompt_of(request):
         return "paraphrase"
+    if VERBALIZED_MARKER in prompt_of(request):
+        return "verbalized"
     if request.temperature is None:
         return "reply"
     return "sample"
@@ -79,6 +86,7 @@ class FakeBackend:
         paraphrase_text: the raw text returned to a paraphrase request
             (overrides ``paraphrases``).
         raw_prefix: each answer's native object is ``raw_prefix + text``.
+        verbalized: the answer to the verbalized-confidence question.
 
     Attributes:
         requests: every request received, in order (retries included).
@@ -95,7 +103,9 @@ class FakeBackend:
         paraphrases: Sequence[str] = (),
         paraphrase_text: str | None = None,
         raw_prefix: str = "native:",
+        verbalized: str = "85",
     ) -> None:
+        self._verbalized = verbalized
         self._answers = answers
         self._reply = reply
         self._paraphrase_text = (
@@ -122,9 +132,9 @@ class FakeBackend:
     ) -> FakeBackend:
         """Fail matching requests with ``error``, ``times`` times (None: always).
 
-        ``when`` is ``"reply"``, ``"sample"``, ``"paraphrase"``, ``"any"``, a
-        predicate over the request, or any other string: the sample requests
-        whose prompt is exactly that text.
+        ``when`` is ``"reply"``, ``"sample"``, ``"paraphrase"``, ``"verbalized"``,
+        ``"any"``, a predicate over the request, or any other string: the
+        sample requests whose prompt is exactly that text.
         """
         if callable(when):
             matches = when
@@ -132,7 +142,7 @@ class FakeBackend:
 
             def matches(request: GenerationRequest) -> bool:
                 return True
-        elif when in ("reply", "sample", "paraphrase"):
+        elif when in ("reply", "sample", "paraphrase", "verbalized"):
 
             def matches(request: GenerationRequest, _kind: str = when) -> bool:
                 return kind_of(request) == _kind
@@ -198,6 +208,8 @@ class FakeBackend:
         prompt = prompt_of(request)
         if kind == "paraphrase":
             return self._paraphrase_text
+        if kind == "verbalized":
+            return self._verbalized
         if kind == "reply" and self._reply is not None:
             return self._reply
         index = self._produced

@@ -4,13 +4,15 @@
 * :mod:`~uq_guard.scoring.similarity`: similarity matrices from embeddings;
 * :mod:`~uq_guard.scoring.baselines`: Degree, EigV, Eccentricity, semantic
   entropy, Semantic Volume, and the support used by best-of;
-* :mod:`~uq_guard.scoring.whitebox`: G-NLL, mean token entropy, Entropy Area Score.
+* :mod:`~uq_guard.scoring.whitebox`: G-NLL, mean token entropy, Entropy Area Score;
+* :mod:`~uq_guard.scoring.verbalized`: reading a model's stated confidence.
 """
 
 from uq_guard.scoring.baselines import (
     degree_uncertainty,
     eccentricity_uncertainty,
     eigv_uncertainty,
+    largest_cluster_share,
     semantic_entropy,
     semantic_volume,
     support,
@@ -22,6 +24,7 @@ from uq_guard.scoring.similarity import (
     cosine_matrix,
     similarity_matrix,
 )
+from uq_guard.scoring.verbalized import parse_verbalized_confidence
 from uq_guard.scoring.whitebox import entropy_area_score, gnll, mean_token_entropy
 
 __all__ = [
@@ -35,7 +38,9 @@ __all__ = [
     "entropy_area_score",
     "gnll",
     "inv_entropy",
+    "largest_cluster_share",
     "mean_token_entropy",
+    "parse_verbalized_confidence",
     "semantic_entropy",
     "semantic_volume",
     "similarity_matrix",

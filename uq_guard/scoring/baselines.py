@@ -129,11 +129,30 @@ def semantic_entropy(cosine: np.ndarray, threshold: float) -> float:
     Raises:
         ConfigurationError: ``cosine`` is not a square, finite matrix.
     """
+    shares = _cluster_shares(cosine, threshold)
+    return float(-(shares * np.log(shares)).sum())
+
+
+def largest_cluster_share(cosine: np.ndarray, threshold: float) -> float:
+    """Share of the answers in the biggest single-link cluster; 1.0 when all agree.
+
+    The clusters are those of :func:`semantic_entropy`.
+
+    Args:
+        cosine: ``(m, m)`` similarity of m >= 1 answers.
+        threshold: the link threshold.
+
+    Raises:
+        ConfigurationError: ``cosine`` is not a square, finite matrix.
+    """
+    return float(_cluster_shares(cosine, threshold).max())
+
+
+def _cluster_shares(cosine: np.ndarray, threshold: float) -> np.ndarray:
     similarity = _as_square_matrix(cosine, "cosine")
     links = csr_matrix(similarity >= threshold)
     _, cluster_of_answer = connected_components(links, directed=False)
-    shares = np.bincount(cluster_of_answer) / cluster_of_answer.size
-    return float(-(shares * np.log(shares)).sum())
+    return np.bincount(cluster_of_answer) / cluster_of_answer.size
 
 
 def semantic_volume(embeddings: np.ndarray, ridge: float = 1e-3) -> float:

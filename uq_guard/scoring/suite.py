@@ -19,6 +19,7 @@ from uq_guard.scoring.baselines import (
     degree_uncertainty,
     eccentricity_uncertainty,
     eigv_uncertainty,
+    largest_cluster_share,
     semantic_entropy,
     semantic_volume,
     support,
@@ -46,6 +47,10 @@ class SampleScores:
         method: which scorer ``confidence`` comes from.
         candidate_support: support of the reply (first) and of each sample
             of x_0 among those samples, for the best-of policy.
+        answer_agreement: share of all the answers (every prompt's, and the
+            reply) in the biggest semantic cluster at ``cluster_threshold``;
+            the stopping statistic of adaptive sampling. None when no answer
+            came back.
         notes: what the report should say about degraded scoring.
     """
 
@@ -54,6 +59,7 @@ class SampleScores:
     uncertainty: float = float("nan")
     method: str = "unavailable"
     candidate_support: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    answer_agreement: float | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -99,6 +105,10 @@ def score_samples(
 
     prompt_rows = [position[prompts[k]] for k in pair_prompt]
     answer_rows = [position[a] for a in pair_answer]
+    agreeing_rows = [position[reply], *answer_rows]
+    result.answer_agreement = largest_cluster_share(
+        cosine_matrix(embeddings[agreeing_rows]), cluster_threshold
+    )
     inv = inv_entropy(
         sim[np.ix_(prompt_rows, prompt_rows)],
         sim[np.ix_(answer_rows, answer_rows)],
