@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -295,3 +296,28 @@ class OpenAIBackend:
                 result.error = result.error or exc
             else:
                 result.raw.append(choice)
+
+
+def backend_for_url(
+    url: str,
+    model: str = "",
+    *,
+    max_tokens: int | None = None,
+    max_concurrency: int = 8,
+    timeout_s: float | None = None,
+) -> OpenAIBackend:
+    """A Backend for an OpenAI-compatible server at ``url`` (key from ``OPENAI_API_KEY``).
+
+    Sample calls go out with the SDK's own retries off: the engine retries them.
+    """
+    client = openai.AsyncOpenAI(base_url=url, api_key=os.environ.get("OPENAI_API_KEY", "none"))
+    endpoint = Endpoint(
+        create_reply=client.chat.completions.create,
+        create_sample=client.with_options(max_retries=0).chat.completions.create,
+    )
+    call_kwargs: dict[str, Any] = {"model": model or "default"}
+    if max_tokens is not None:
+        call_kwargs["max_tokens"] = max_tokens
+    return OpenAIBackend(
+        endpoint, call_kwargs, max_concurrency=max_concurrency, timeout_s=timeout_s
+    )

@@ -23,7 +23,6 @@ from uq_guard.perturb.gaap import (
     substitution_sets,
     words_of,
 )
-from uq_guard.perturb.wordnet import wordnet_available
 
 QUESTION = "What is the capital of France?"
 NQ_QUESTION = "when was the last time anyone was on the moon"
@@ -34,9 +33,7 @@ USER_WORDS = {
     "anyone": ["anybody", "a person"],
     "last": ["final", "most recent"],
 }
-needs_wordnet = pytest.mark.skipif(
-    not wordnet_available(), reason="WordNet not provisioned: run `uq-guard setup wordnet`"
-)
+needs_wordnet = pytest.mark.usefixtures("wordnet")
 
 
 @pytest.fixture(scope="module")

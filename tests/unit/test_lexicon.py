@@ -15,11 +15,8 @@ from uq_guard.perturb import (
     default_lexicon,
 )
 from uq_guard.perturb.lexicon import inflect_like, parse_substitutes, wordnet_substitutes
-from uq_guard.perturb.wordnet import wordnet_available
 
-needs_wordnet = pytest.mark.skipif(
-    not wordnet_available(), reason="WordNet not provisioned: run `uq-guard setup wordnet`"
-)
+needs_wordnet = pytest.mark.usefixtures("wordnet")
 
 # -- WordNet ---------------------------------------------------------------------------
 

@@ -86,9 +86,9 @@ def _available_after_build(home: Path):
     return lambda: (home / "nltk_data" / "corpora" / "wordnet" / "data.noun").is_file()
 
 
-def test_a_second_run_does_nothing_and_is_fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not provisioning.wordnet_available():
-        pytest.skip("WordNet not provisioned: run `uq-guard setup wordnet`")
+def test_a_second_run_does_nothing_and_is_fast(
+    wordnet: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
 
     def no_subprocess(*args, **kwargs):
         raise AssertionError("nothing should be downloaded")
@@ -99,9 +99,7 @@ def test_a_second_run_does_nothing_and_is_fast(monkeypatch: pytest.MonkeyPatch) 
     assert time.perf_counter() - started < 1.0
 
 
-def test_nltk_reads_the_provisioned_corpus() -> None:
-    if not provisioning.wordnet_available():
-        pytest.skip("WordNet not provisioned: run `uq-guard setup wordnet`")
+def test_nltk_reads_the_provisioned_corpus(wordnet: None) -> None:
     from uq_guard.perturb.lexicon import _wordnet
 
     wn = _wordnet()

@@ -27,7 +27,6 @@ import asyncio
 import importlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from uq_guard._exceptions import ConfigurationError, MissingDependencyError, UQGuardError
+from uq_guard._guard import _defined_in
 from uq_guard._messages import user_prompt
 from uq_guard._sync import run_sync
 from uq_guard.backend import Backend, Generation, GenerationRequest, Usage, is_backend
@@ -170,12 +170,11 @@ def make_backend(
         )
     if is_backend(spec):
         return spec
-    try:
-        from langchain_core.language_models import BaseChatModel
-    except ImportError:
-        BaseChatModel = None
-    if BaseChatModel is not None and isinstance(spec, BaseChatModel):
-        from uq_guard_langchain.backend import LangChainBackend
+    if _defined_in(spec, "langchain_core", "langchain", "langchain_community"):
+        try:
+            from uq_guard_langchain.backend import LangChainBackend
+        except ImportError as exc:
+            raise MissingDependencyError("evaluating a LangChain model", "langchain") from exc
 
         return LangChainBackend(spec, max_concurrency=max_concurrency, timeout_s=timeout_s)
     raise ConfigurationError(
@@ -192,24 +191,15 @@ def _openai_backend(
     target: str, *, max_tokens: int | None, max_concurrency: int, timeout_s: float | None
 ) -> Backend:
     try:
-        import openai
-        from uq_guard_openai.backend import Endpoint, OpenAIBackend
+        from uq_guard_openai.backend import backend_for_url
     except ImportError as exc:
         raise MissingDependencyError("an OpenAI-compatible model", "openai") from exc
 
     url, _, model = target.partition("#")
     if not url:
         raise ConfigurationError("openai model spec needs a URL: openai:http://host:port/v1#model")
-    client = openai.AsyncOpenAI(base_url=url, api_key=os.environ.get("OPENAI_API_KEY", "none"))
-    endpoint = Endpoint(
-        create_reply=client.chat.completions.create,
-        create_sample=client.with_options(max_retries=0).chat.completions.create,
-    )
-    call_kwargs: dict[str, Any] = {"model": model or "default"}
-    if max_tokens is not None:
-        call_kwargs["max_tokens"] = max_tokens
-    return OpenAIBackend(
-        endpoint, call_kwargs, max_concurrency=max_concurrency, timeout_s=timeout_s
+    return backend_for_url(
+        url, model, max_tokens=max_tokens, max_concurrency=max_concurrency, timeout_s=timeout_s
     )
 
 
