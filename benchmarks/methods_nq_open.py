@@ -60,6 +60,11 @@ def main() -> int:
     parser.add_argument("--out-root", type=Path, default=ROOT / "results")
     parser.add_argument("--time-budget", type=float, help="stop starting sets after N seconds")
     parser.add_argument("--compare-perturbations", action="store_true")
+    parser.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="also run with adaptive sampling on (in <set>/adaptive) and compare",
+    )
     args = parser.parse_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
@@ -76,43 +81,55 @@ def main() -> int:
             print(f"time budget spent: {name} not run")
             continue
         items = load_questions(data_path(name, args.nq_path), args.limit)
-        kinds = PERTURBATIONS if args.compare_perturbations else ("gaap",)
         results = {}
-        for kind in kinds:
-            out = args.out_root / name
-            if args.compare_perturbations:
-                out = out / "perturbation" / kind
-            reuse = (
-                {r.id: r for r in results["gaap"]} if kind != "gaap" and "gaap" in results else None
-            )
+        for label, overrides, out in variants(args, args.out_root / name):
+            base = results.get("gaap") if label != "gaap" else None
             run = run_eval(
                 items,
                 backend,
-                GuardConfig.build(config, perturbation=kind),
+                GuardConfig.build(config, **overrides),
                 out_dir=out,
                 model_name=args.model,
-                reuse=reuse,
+                reuse={r.id: r for r in base} if base else None,
             )
-            results[kind] = run.records
+            results[label] = run.records
             write_report(
                 run.records,
                 out,
                 title=f"Uncertainty methods on {name} ({len(run.records)} questions, "
-                f"perturbation={kind})",
+                + ", ".join(f"{k}={v}" for k, v in overrides.items())
+                + ")",
                 command=command,
                 n_resamples=args.bootstrap,
                 seed=args.seed,
             )
-            print(f"{name}/{kind}: {len(run.records)} questions -> {out / 'report.md'}")
-        if args.compare_perturbations:
+            print(f"{name}/{label}: {len(run.records)} questions -> {out / 'report.md'}")
+        if len(results) > 1:
             print_comparison(name, results, args.bootstrap, args.seed)
     return 0
 
 
+def variants(args: argparse.Namespace, out: Path) -> list[tuple[str, dict, Path]]:
+    """The runs of one question set: (label, GuardConfig overrides, folder), GAAP first.
+
+    Every later run takes the greedy reply and the x_0 samples it can from the
+    GAAP run's records (see ``ReplayBackend``): they do not depend on the
+    perturbation, and adaptive sampling's first round is a prefix of them.
+    """
+    if args.compare_perturbations:
+        return [
+            (kind, {"perturbation": kind}, out / "perturbation" / kind) for kind in PERTURBATIONS
+        ]
+    runs = [("gaap", {"perturbation": "gaap"}, out)]
+    if args.adaptive:
+        runs.append(("adaptive", {"perturbation": "gaap", "adaptive": True}, out / "adaptive"))
+    return runs
+
+
 def print_comparison(name: str, results: dict, n_resamples: int, seed: int) -> None:
-    """AUROC of the main scores under each perturbation, one row per score."""
+    """AUROC of the main scores in each run, one row per score, then what each run cost."""
     aurocs: dict[str, dict[str, str]] = {}
-    for kind, records in results.items():
+    for label, records in results.items():
         for row in method_rows(records, n_resamples=n_resamples, seed=seed):
             interval = row.summary.metrics.get("auroc")
             cell = (
@@ -120,14 +137,37 @@ def print_comparison(name: str, results: dict, n_resamples: int, seed: int) -> N
                 if interval is None
                 else (f"{interval.estimate:.3f} [{interval.low:.3f}, {interval.high:.3f}]")
             )
-            aurocs.setdefault(row.method, {})[kind] = cell
-    print(f"\nAUROC on {name} by perturbation")
+            aurocs.setdefault(row.method, {})[label] = cell
+    print(f"\nAUROC on {name} by run")
     print("| method | " + " | ".join(results) + " |")
     print("|---|" + "---|" * len(results))
     for method in COMPARED:
         if method in aurocs:
-            cells = [aurocs[method].get(kind, "-") for kind in results]
+            cells = [aurocs[method].get(label, "-") for label in results]
             print(f"| {method} | " + " | ".join(cells) + " |")
+    for measure, cells in cost_rows(results).items():
+        print(f"| {measure} | " + " | ".join(cells) + " |")
+
+
+def cost_rows(results: dict) -> dict[str, list[str]]:
+    """Per run: model requests, sampled answers and seconds per question; early-stop share."""
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / max(1, len(values))
+
+    rows: dict[str, list[str]] = {}
+    for records in results.values():
+        done = [r for r in records if r.ok]
+        stats = [r.sampling_stats for r in done]
+        measures = {
+            "requests / question": mean([r.model_calls + r.reused_requests for r in done]),
+            "answers sampled / question": mean([s.get("n_samples_requested", 0) for s in stats]),
+            "seconds / question": mean([r.seconds for r in done]),
+            "stopped early": mean([float(bool(s.get("adaptive_stopped_early"))) for s in stats]),
+        }
+        for measure, value in measures.items():
+            rows.setdefault(measure, []).append(f"{value:.2f}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -171,6 +171,35 @@ def test_replay_backend_forwards_what_it_does_not_hold(items, tmp_path, embedder
     assert backend.calls == 1 and len(out[0].texts) == 5  # more samples than were stored
 
 
+def test_replay_backend_leaves_later_adaptive_rounds_to_the_model(
+    items, tmp_path, embedder
+) -> None:
+    records = run(items[:1], FakeBackend(answer), tmp_path, embedder).records
+    backend = FakeBackend(answer)
+    replay = ReplayBackend(backend, {r.id: r for r in records})
+    from uq_guard.backend import GenerationRequest
+
+    msgs = ({"role": "user", "content": QUESTIONS[0][0]},)
+    first = GenerationRequest(msgs, n=1, temperature=0.7, max_tokens=16)
+    second = GenerationRequest(msgs, n=1, temperature=0.7, max_tokens=16, seed_offset=1)
+    replay_run(replay, [first])
+    assert backend.calls == 0  # round 1 comes from the records
+    replay_run(replay, [second])
+    assert backend.calls == 1  # round 2 must be a new draw, not the stored answer again
+
+
+def test_adaptive_runs_do_not_resume_into_a_plain_run(items, tmp_path, embedder) -> None:
+    run(items[:1], FakeBackend(answer), tmp_path, embedder)
+    with pytest.raises(ConfigurationError, match="adaptive"):
+        run_eval(
+            items[:1],
+            FakeBackend(answer),
+            config_with(adaptive=True),
+            out_dir=tmp_path,
+            embedder=embedder,
+        )
+
+
 def replay_run(replay, requests):
     import asyncio
 

@@ -9,6 +9,8 @@ import pytest
 
 from uq_guard import ConfigurationError
 from uq_guard.evaluation import tsu
+from uq_guard.evaluation.records import EvalRecord
+from uq_guard.evaluation.report import GUARD_CONFIDENCE, tsu_by_method
 
 TEMPS = [0.3, 0.7, 1.0]
 # rises, ties at the last step, falls, rises
@@ -53,3 +55,41 @@ def test_as_dict_is_json_clean() -> None:
 def test_bad_input_is_named(uq, temps, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         tsu(uq, temps)
+
+
+def _record(qid: str, *, confidence: float, inv_entropy: float, gnll: float) -> EvalRecord:
+    return EvalRecord(
+        id=qid,
+        question=f"q{qid}",
+        gold=["a"],
+        reply="a",
+        confidence=confidence,
+        scores={"inv_entropy": inv_entropy, "gnll": gnll},
+    )
+
+
+def test_tsu_by_method_aligns_questions_and_orients_every_score() -> None:
+    # question "0" rises at every step for both; "1" rises for inv_entropy only;
+    # "2" is missing at T=1.0 and must be left out; gnll reads the greedy reply: ties
+    runs = {
+        1.0: [
+            _record("0", confidence=0.5, inv_entropy=2.0, gnll=1.0),
+            _record("1", confidence=0.7, inv_entropy=1.5, gnll=1.0),
+        ],
+        0.3: [
+            _record("0", confidence=0.9, inv_entropy=1.0, gnll=1.0),
+            _record("1", confidence=0.6, inv_entropy=1.0, gnll=1.0),
+            _record("2", confidence=0.9, inv_entropy=0.1, gnll=1.0),
+        ],
+    }
+    results = tsu_by_method(runs)
+    assert list(results) == ["inv_entropy", GUARD_CONFIDENCE, "gnll"]  # best chain first
+    assert results["inv_entropy"].temperatures == (0.3, 1.0)
+    assert results["inv_entropy"].n_questions == 2 and results["inv_entropy"].chain == 1.0
+    assert results[GUARD_CONFIDENCE].chain == 0.5  # a confidence must fall, so it is negated
+    assert results["gnll"].chain == 0.0
+
+
+def test_tsu_by_method_needs_two_temperatures() -> None:
+    with pytest.raises(ConfigurationError, match="two temperatures"):
+        tsu_by_method({0.7: [_record("0", confidence=0.5, inv_entropy=1.0, gnll=1.0)]})

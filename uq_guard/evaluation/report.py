@@ -13,18 +13,27 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from uq_guard._exceptions import ConfigurationError
 from uq_guard.evaluation.metrics import METRICS, MetricSummary, evaluate
 from uq_guard.evaluation.records import EvalRecord
+from uq_guard.evaluation.tsu import TSUResult, tsu
 from uq_guard.report import CONFIDENCE_LIKE_SCORES
 
-__all__ = ["MethodRow", "method_rows", "method_signal", "write_report"]
+__all__ = [
+    "MethodRow",
+    "confidence_of",
+    "method_rows",
+    "method_signal",
+    "tsu_by_method",
+    "write_report",
+]
 
 GUARD_CONFIDENCE = "guard_confidence"
 BRIER_FOLDS = 5  # the isotonic Brier score's cross-fitting folds
@@ -65,13 +74,52 @@ def method_signal(records: Sequence[EvalRecord], method: str) -> tuple[np.ndarra
     """
     conf, correct = [], []
     for record in records:
-        value = record.confidence if method == GUARD_CONFIDENCE else record.scores.get(method)
-        if value is None or not math.isfinite(value):
-            continue
-        keep = method == GUARD_CONFIDENCE or method in CONFIDENCE_LIKE_SCORES
-        conf.append(value if keep else -value)
-        correct.append(bool(record.correct))
+        value = confidence_of(record, method)
+        if value is not None:
+            conf.append(value)
+            correct.append(bool(record.correct))
     return np.asarray(conf, dtype=float), np.asarray(correct, dtype=bool)
+
+
+def confidence_of(record: EvalRecord, method: str) -> float | None:
+    """One record's value of ``method`` as a confidence (uncertainties negated); None if missing."""
+    value = record.confidence if method == GUARD_CONFIDENCE else record.scores.get(method)
+    if value is None or not math.isfinite(value):
+        return None
+    keep = method == GUARD_CONFIDENCE or method in CONFIDENCE_LIKE_SCORES
+    return value if keep else -value
+
+
+def tsu_by_method(runs: Mapping[float, Sequence[EvalRecord]]) -> dict[str, TSUResult]:
+    """TSU (ALGORITHMS.md §5) of every method, from one eval run per temperature.
+
+    Args:
+        runs: records by sampling temperature; the same questions at each
+            (matched by ``id``; a question missing or failed at any
+            temperature, or without the method's value, is left out of that
+            method).
+
+    Returns:
+        per method, best chain share first. The white-box scores read the
+        greedy reply alone, which no temperature changes: their uncertainty
+        ties at every step, so their TSU is 0 by construction.
+
+    Raises:
+        ConfigurationError: fewer than two temperatures.
+    """
+    temperatures = sorted(runs)
+    if len(temperatures) < 2:
+        raise ConfigurationError(f"TSU needs runs at two temperatures or more, got {temperatures}")
+    by_id = [{r.id: r for r in runs[t] if r.ok} for t in temperatures]
+    shared = [i for i in by_id[0] if all(i in run for run in by_id[1:])]
+    methods = _methods([run[i] for run in by_id for i in shared])
+    results = {}
+    for method in methods:
+        rows = [[confidence_of(run[i], method) for run in by_id] for i in shared]
+        rows = [row for row in rows if None not in row]
+        if rows:
+            results[method] = tsu(-np.asarray(rows, dtype=float), temperatures)
+    return dict(sorted(results.items(), key=lambda item: item[1].chain, reverse=True))
 
 
 def _methods(records: Sequence[EvalRecord]) -> list[str]:

@@ -79,6 +79,10 @@ _RECORD_SETTINGS = (
     "cluster_threshold",
     "embedding_model",
     "gaap_lexicon",
+    "adaptive",
+    "adaptive_first_samples",
+    "adaptive_agreement",
+    "adaptive_margin",
 )
 
 _SAMPLING_STATS = (
@@ -209,7 +213,9 @@ class ReplayBackend:
     Used to compare configurations on the same questions at a lower cost: the
     greedy reply and the samples of the unperturbed question do not depend on
     the perturbation, so a second run can take them from the first one's
-    records (same temperature, max_tokens, and at least as many samples).
+    records (same temperature, max_tokens, and at least as many samples). Only
+    first-round requests are replayed: a later round of adaptive sampling
+    (``seed_offset > 0``) always goes to ``backend``.
 
     Attributes:
         replayed: requests served from the records, by question.
@@ -232,7 +238,8 @@ class ReplayBackend:
         ]
 
     def _replay(self, request: GenerationRequest) -> Generation | None:
-        if len(request.messages) != 1:
+        # a later adaptive round (seed_offset > 0) must draw new answers, not the stored ones
+        if len(request.messages) != 1 or request.seed_offset:
             return None
         question = user_prompt(request.messages)
         record = self._by_question.get(question)
