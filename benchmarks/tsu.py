@@ -18,26 +18,18 @@ changes, is reused at every other temperature. Interrupted runs resume.
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
 import sys
-import time
 from pathlib import Path
 
 from methods_nq_open import NQ_OPEN, data_path
 
 from uq_guard import GuardConfig
 from uq_guard.evaluation.records import load_questions
-from uq_guard.evaluation.report import WHITEBOX_SCORES, tsu_by_method
-from uq_guard.evaluation.runner import make_backend, run_eval
+from uq_guard.evaluation.report import tsu_by_method, write_tsu
+from uq_guard.evaluation.runner import make_backend, run_temperatures
 
 ROOT = Path(__file__).resolve().parent
 GRID = (0.3, 0.7, 1.0, 1.4)
-# scores that read nothing the temperature changes: they tie at every step, so their TSU is 0
-CONSTANT_IN_T = {
-    **{name: " (greedy reply only: constant in T)" for name in WHITEBOX_SCORES},
-    "prompt_semantic_volume": " (prompts only: constant in T)",
-}
 
 
 def main() -> int:
@@ -64,52 +56,19 @@ def main() -> int:
     for name in args.sets:
         items = load_questions(data_path(name, args.nq_path), args.limit)
         out = args.out_root / name / "temperature"
-        runs, seconds, reply_records = {}, {}, None
-        # the base temperature first: its run supplies the greedy reply to the others
-        for temperature in sorted(args.temperatures, key=lambda t: t != base.temperature):
-            folder = args.out_root / name
-            if temperature != base.temperature:
-                folder = out / f"T{temperature:g}"
-            started = time.perf_counter()
-            run = run_eval(
-                items,
-                backend,
-                GuardConfig.build(base, temperature=temperature),
-                out_dir=folder,
-                model_name=args.model,
-                reuse=reply_records,
-            )
-            seconds[temperature] = time.perf_counter() - started
-            runs[temperature] = run.records
-            reply_records = reply_records or {r.id: r for r in run.records}
-            print(f"{name} T={temperature:g}: {len(run.records)} questions in {folder}")
-        results = tsu_by_method(runs)
-        table = tsu_table(name, results, len(items))
-        print(table)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "tsu.md").write_text(table + "\n", encoding="utf-8")
-        payload = {method: result.as_dict() for method, result in results.items()}
-        (out / "tsu.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        runs = run_temperatures(
+            items,
+            backend,
+            base,
+            args.temperatures,
+            out_dir=out,
+            folders={base.temperature: args.out_root / name},
+            model_name=args.model,
+        )
+        results = tsu_by_method({t: run.records for t, run in runs.items()})
+        path = write_tsu(results, out, title=f"TSU on {name}, {len(items)} questions")
+        print(path.read_text(encoding="utf-8"))
     return 0
-
-
-def tsu_table(name: str, results: dict, n_questions: int) -> str:
-    """Markdown: one row per method, the chain share then each adjacent step's share."""
-    temps = next(iter(results.values())).temperatures
-    steps = [f"{a:g}→{b:g}" for a, b in itertools.pairwise(temps)]
-    lines = [
-        f"TSU on {name} ({n_questions} questions, T in {', '.join(f'{t:g}' for t in temps)})",
-        "",
-        "| method | chain (all steps rise) | " + " | ".join(steps) + " |",
-        "|---|---|" + "---|" * len(steps),
-    ]
-    for method, result in results.items():
-        pairs = [result.pairs[step] for step in itertools.pairwise(temps)]
-        note = CONSTANT_IN_T.get(method, "")
-        cells = [f"{result.chain:.3f} ({result.n_chain}/{result.n_questions})"]
-        cells += [f"{share:.3f}" for share in pairs]
-        lines.append(f"| {method}{note} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -296,6 +296,45 @@ def test_cli_calibrate_names_an_unknown_score(tmp_path, capsys) -> None:
     assert "nope" in capsys.readouterr().err
 
 
+def test_cli_eval_over_a_temperature_grid_writes_tsu(tmp_path, capsys) -> None:
+    data = write_questions(tmp_path / "q.jsonl", 2)
+    out = tmp_path / "grid"
+    argv = ["eval", "--data", str(data), "--model", "py:tests.unit.test_eval_runner:fake_model"]
+    argv += ["--out", str(out), "--n-perturbations", "1", "--n-samples", "2", "--no-progress"]
+    argv += ["--bootstrap", "0", "--no-plots", "--temperatures", "1.4", "0.7", "0.3"]
+    assert main(argv) == 0
+    for folder in ("T0.3", "T0.7", "T1.4"):
+        records = read_records(out / folder / "records.jsonl")
+        assert len(records) == 2 and (out / folder / "report.md").exists()
+        assert {r.sampling["temperature"] for r in records} == {float(folder[1:])}
+    cold = read_records(out / "T0.3" / "records.jsonl")
+    assert all(r.reused_requests == 1 for r in cold)  # the greedy reply is asked once, at 0.7
+    table = (out / "tsu.md").read_text()
+    assert "| inv_entropy |" in table and "0.3→0.7" in table and "0.7→1.4" in table
+    assert "gnll (greedy reply only: constant in T)" in table
+    assert json.loads((out / "tsu.json").read_text())["inv_entropy"]["n_questions"] == 2
+    assert "TSU:" in capsys.readouterr().out
+
+
+def test_cli_eval_needs_two_temperatures_for_tsu(tmp_path, capsys) -> None:
+    data = write_questions(tmp_path / "q.jsonl", 1)
+    argv = ["eval", "--data", str(data), "--model", "py:tests.unit.test_eval_runner:fake_model"]
+    argv += ["--out", str(tmp_path / "g"), "--no-progress", "--temperatures", "0.7"]
+    assert main(argv) == 2
+    assert "two temperatures" in capsys.readouterr().err
+
+
+def test_cli_eval_with_adaptive_sampling_records_it(tmp_path) -> None:
+    data = write_questions(tmp_path / "q.jsonl", 2)
+    out = tmp_path / "adaptive"
+    argv = ["eval", "--data", str(data), "--model", "py:tests.unit.test_eval_runner:fake_model"]
+    argv += ["--out", str(out), "--n-perturbations", "1", "--n-samples", "3", "--no-progress"]
+    argv += ["--bootstrap", "0", "--no-plots", "--adaptive"]
+    assert main(argv) == 0
+    assert json.loads((out / "run.json").read_text())["adaptive"] is True
+    assert all(r.sampling_stats["adaptive"] for r in read_records(out / "records.jsonl"))
+
+
 @pytest.mark.slow
 def test_cli_eval_on_the_real_local_model(tmp_path) -> None:
     pytest.importorskip("transformers")

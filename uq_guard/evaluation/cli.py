@@ -47,6 +47,16 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-tokens", type=int, default=32, help="cap on reply and samples")
     parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
+    parser.add_argument(
+        "--temperatures",
+        type=float,
+        nargs="+",
+        metavar="T",
+        help="run at each temperature (in --out/T<t>) and report TSU, e.g. 0.3 0.7 1.0 1.4",
+    )
+    parser.add_argument(
+        "--adaptive", action="store_true", help="adaptive sampling (stop early on agreement)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--concurrency", type=int, help="questions in flight (default: 1 local, 4)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="resamples of each interval")
@@ -73,8 +83,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
     """Run ``uq-guard eval``; returns the exit status."""
     from uq_guard.config import GuardConfig
     from uq_guard.evaluation.records import load_questions
-    from uq_guard.evaluation.report import write_report
-    from uq_guard.evaluation.runner import make_backend, run_eval
+    from uq_guard.evaluation.report import tsu_by_method, write_report, write_tsu
+    from uq_guard.evaluation.runner import make_backend, run_eval, run_temperatures
 
     items = load_questions(args.data, args.limit)
     config = GuardConfig(
@@ -84,6 +94,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         temperature=args.temperature,
         seed=args.seed,
+        adaptive=args.adaptive,
     )
     local = args.model == "local"
     concurrency = args.concurrency or (1 if local else 4)
@@ -101,49 +112,59 @@ def run_eval_command(args: argparse.Namespace) -> int:
         except ImportError:
             print("no progress bar: pip install 'uq-guard[eval]'", file=sys.stderr)
         else:
-            bar = tqdm(total=len(items), desc="eval", unit="q", dynamic_ncols=True)
+            total = len(items) * max(1, len(args.temperatures or ()))
+            bar = tqdm(total=total, desc="eval", unit="q", dynamic_ncols=True)
 
     def on_record(record) -> None:
         if bar is not None:
             bar.update(1)
             bar.set_postfix(correct=int(record.correct), calls=record.model_calls)
 
+    folders = {t: Path(args.out) / f"T{t:g}" for t in args.temperatures or ()}
     if bar is not None:
         from uq_guard.evaluation.records import read_records
 
-        already = {r.id for r in read_records(Path(args.out) / "records.jsonl") if r.ok}
-        bar.update(sum(1 for item in items if item.id in already))
+        for folder in folders.values() or [Path(args.out)]:
+            already = {r.id for r in read_records(folder / "records.jsonl") if r.ok}
+            bar.update(sum(1 for item in items if item.id in already))
+    options = {"model_name": args.model, "concurrency": concurrency, "on_record": on_record}
     try:
-        run = run_eval(
-            items,
-            backend,
-            config,
-            out_dir=args.out,
-            model_name=args.model,
-            concurrency=concurrency,
-            on_record=on_record,
-        )
+        if folders:
+            runs = run_temperatures(
+                items, backend, config, list(folders), out_dir=args.out, **options
+            )
+        else:
+            run = run_eval(items, backend, config, out_dir=args.out, **options)
+            runs = {config.temperature: run}
     finally:
         if bar is not None:
             bar.close()
     command = "uq-guard " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if not sys.argv[1:] or sys.argv[1] != "eval":
         command = _reconstruct(args)
-    paths = write_report(
-        run.records,
-        args.out,
-        title=args.title or f"uq_guard eval: {Path(args.data).name} with {args.model}",
-        command=command,
-        n_resamples=args.bootstrap,
-        seed=args.seed,
-        plots=not args.no_plots,
-    )
-    print(
-        f"{len(run.records)} questions ({run.n_new} new, {run.n_resumed} resumed, "
-        f"{run.n_failed} failed) -> {run.records_path}"
-    )
-    print(_table_of(paths["markdown"]))
-    print(f"report: {paths['markdown']} and {paths['html']}")
+    title = args.title or f"uq_guard eval: {Path(args.data).name} with {args.model}"
+    for temperature, run in runs.items():
+        paths = write_report(
+            run.records,
+            folders.get(temperature, args.out),
+            title=f"{title} (T={temperature:g})" if folders else title,
+            command=command,
+            n_resamples=args.bootstrap,
+            seed=args.seed,
+            plots=not args.no_plots,
+        )
+        print(
+            f"{len(run.records)} questions ({run.n_new} new, {run.n_resumed} resumed, "
+            f"{run.n_failed} failed) -> {run.records_path}"
+        )
+        if not folders:
+            print(_table_of(paths["markdown"]))
+        print(f"report: {paths['markdown']} and {paths['html']}")
+    if folders:
+        results = tsu_by_method({t: run.records for t, run in runs.items()})
+        path = write_tsu(results, args.out, title=f"TSU: {Path(args.data).name} with {args.model}")
+        print(path.read_text(encoding="utf-8"), end="")
+        print(f"TSU: {path}")
     return 0
 
 
@@ -153,7 +174,10 @@ def _reconstruct(args: argparse.Namespace) -> str:
         if key in ("run", "command", "verbose") or value in (None, False):
             continue
         flag = "--" + key.replace("_", "-")
-        parts.append(flag if value is True else f"{flag} {shlex.quote(str(value))}")
+        values = value if isinstance(value, list) else [value]
+        parts.append(
+            flag if value is True else " ".join([flag, *(shlex.quote(str(v)) for v in values)])
+        )
     return " ".join(parts)
 
 

@@ -12,6 +12,8 @@ right; ECE of a score that is not a probability) is shown as a note, never NaN.
 from __future__ import annotations
 
 import html
+import itertools
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +34,9 @@ __all__ = [
     "method_rows",
     "method_signal",
     "tsu_by_method",
+    "tsu_markdown",
     "write_report",
+    "write_tsu",
 ]
 
 GUARD_CONFIDENCE = "guard_confidence"
@@ -120,6 +124,50 @@ def tsu_by_method(runs: Mapping[float, Sequence[EvalRecord]]) -> dict[str, TSURe
         if rows:
             results[method] = tsu(-np.asarray(rows, dtype=float), temperatures)
     return dict(sorted(results.items(), key=lambda item: item[1].chain, reverse=True))
+
+
+# scores that read nothing a temperature changes: they tie at every step, so their TSU is 0
+CONSTANT_IN_TEMPERATURE = {
+    **dict.fromkeys(sorted(WHITEBOX_SCORES), "greedy reply only"),
+    "prompt_semantic_volume": "prompts only",
+}
+
+
+def tsu_markdown(results: Mapping[str, TSUResult], *, title: str = "TSU") -> str:
+    """A Markdown table of :func:`tsu_by_method`: the chain share, then each adjacent step's."""
+    if not results:
+        raise ConfigurationError("no method has a value at every temperature")
+    temps = next(iter(results.values())).temperatures
+    steps = list(itertools.pairwise(temps))
+    lines = [
+        f"{title} (T in {', '.join(f'{t:g}' for t in temps)}; share of questions whose "
+        "uncertainty rises strictly)",
+        "",
+        "| method | every step | " + " | ".join(f"{a:g}→{b:g}" for a, b in steps) + " |",
+        "|---|---|" + "---|" * len(steps),
+    ]
+    for method, result in results.items():
+        why = CONSTANT_IN_TEMPERATURE.get(method)
+        name = f"{method} ({why}: constant in T)" if why else method
+        cells = [f"{result.chain:.3f} ({result.n_chain}/{result.n_questions})"]
+        cells += [f"{result.pairs[step]:.3f}" for step in steps]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tsu(results: Mapping[str, TSUResult], out_dir: str | Path, *, title: str = "TSU") -> Path:
+    """Write ``tsu.md`` (the table) and ``tsu.json`` (every share) to ``out_dir``.
+
+    Returns:
+        the path of ``tsu.md``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {method: result.as_dict() for method, result in results.items()}
+    (out / "tsu.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    path = out / "tsu.md"
+    path.write_text(tsu_markdown(results, title=title), encoding="utf-8")
+    return path
 
 
 def _methods(records: Sequence[EvalRecord]) -> list[str]:

@@ -60,6 +60,7 @@ __all__ = [
     "make_backend",
     "rescore",
     "run_eval",
+    "run_temperatures",
 ]
 
 logger = logging.getLogger(__name__)
@@ -372,6 +373,52 @@ async def arun_eval(
 def run_eval(*args: Any, **kwargs: Any) -> EvalRun:
     """Sync twin of :func:`arun_eval` (safe inside a running event loop)."""
     return run_sync(arun_eval(*args, **kwargs))
+
+
+def run_temperatures(
+    items: Sequence[EvalItem],
+    backend: Backend,
+    config: GuardConfig | None,
+    temperatures: Sequence[float],
+    *,
+    out_dir: str | Path,
+    folders: Mapping[float, str | Path] | None = None,
+    **kwargs: Any,
+) -> dict[float, EvalRun]:
+    """One eval run per sampling temperature: the input of TSU (``report.tsu_by_method``).
+
+    Runs ``config``'s own temperature first (when it is in the grid) and
+    reuses its greedy replies at every other temperature, so the reply, which
+    no temperature changes, is asked once; samples are drawn anew at each.
+
+    Args:
+        items / backend / config: as for :func:`run_eval`.
+        temperatures: the grid (e.g. 0.3, 0.7, 1.0, 1.4).
+        out_dir: each temperature's records go to ``out_dir/T<t>`` (e.g. ``T0.3``) ...
+        folders: ... unless given here (e.g. an earlier run at one of them, resumed).
+        kwargs: passed on to :func:`run_eval` (``model_name``, ``concurrency``, ...).
+
+    Returns:
+        the runs by temperature, in the order they ran.
+    """
+    config = config or GuardConfig()
+    if len(set(temperatures)) < 2:
+        raise ConfigurationError(f"a temperature grid needs two temperatures, got {temperatures}")
+    runs: dict[float, EvalRun] = {}
+    replies = None
+    for temperature in sorted(set(temperatures), key=lambda t: (t != config.temperature, t)):
+        folder = (folders or {}).get(temperature) or Path(out_dir) / f"T{temperature:g}"
+        run = run_eval(
+            items,
+            backend,
+            GuardConfig.build(config, temperature=temperature),
+            out_dir=folder,
+            reuse=replies,
+            **kwargs,
+        )
+        runs[temperature] = run
+        replies = replies or {r.id: r for r in run.records if r.ok}
+    return runs
 
 
 async def _evaluate_one(
