@@ -19,7 +19,7 @@ calibrator needs only numpy, so a deployed guard does not carry scikit-learn.
 The JSON file (``format: "uq_guard.calibration"``, ``version: 1``)::
 
     {"format": "uq_guard.calibration", "version": 1, "method": "inv_entropy",
-     "mapping": {"kind": "isotonic", "x": [...], "y": [...]},
+     "score": null, "mapping": {"kind": "isotonic", "x": [...], "y": [...]},
      "n_fitted": 500, "n_correct": 231, "risk_control": {...} or null}
 """
 
@@ -138,6 +138,12 @@ class Calibrator(BaseModel):
         method: the scorer whose confidence it was fitted on (``inv_entropy``,
             ``degree``, ...); the engine applies it only to reports of that
             method. None = any.
+        score: when set, the map reads this entry of the report's ``scores``
+            (e.g. ``"gnll"`` or ``"inv_entropy"``, uncertainties negated: see
+            :func:`uq_guard.report.score_as_confidence`) instead of the
+            label-free ``confidence``; its input is then any real number.
+            This is how the best-ranking score of an eval run becomes the
+            guard's P(correct). None = the guard's own confidence, in [0, 1].
         mapping: the Platt or isotonic map.
         n_fitted / n_correct: the labelled pairs it was fitted on.
         risk_control: an optional risk-controlled threshold on the calibrated scale.
@@ -148,6 +154,7 @@ class Calibrator(BaseModel):
     format: Literal["uq_guard.calibration"] = CALIBRATION_FORMAT
     version: int = CALIBRATION_VERSION
     method: str | None = None
+    score: str | None = None
     mapping: PlattMapping | IsotonicMapping = Field(discriminator="kind")
     n_fitted: int = Field(0, ge=0)
     n_correct: int = Field(0, ge=0)
@@ -175,13 +182,17 @@ class Calibrator(BaseModel):
     def apply(self, confidence: Any) -> Any:
         """P(correct) for a confidence (a float) or an array of them.
 
+        With ``score`` set, the input is that score as a confidence (any real).
+
         Raises:
-            ConfigurationError: a confidence outside [0, 1], NaN or infinite.
+            ConfigurationError: NaN or infinite input, or (``score`` unset) a
+                confidence outside [0, 1].
         """
+        unit = self.score is None
         if np.ndim(confidence) == 0:
-            value = as_confidence([confidence], unit=True)
+            value = as_confidence([confidence], unit=unit)
             return float(np.clip(self.mapping.apply(value), 0.0, 1.0)[0])
-        values = as_confidence(confidence, unit=True)
+        values = as_confidence(confidence, unit=unit)
         return np.clip(self.mapping.apply(values), 0.0, 1.0)
 
     def with_risk_control(self, control: RiskControl) -> Calibrator:
@@ -260,7 +271,9 @@ def _describe(exc: ValidationError) -> str:
 # ---------------------------------------------------------------------------
 
 
-def fit_platt(confidence: Any, correct: Any, *, method: str | None = None) -> Calibrator:
+def fit_platt(
+    confidence: Any, correct: Any, *, method: str | None = None, score: str | None = None
+) -> Calibrator:
     """Platt scaling: a logistic curve in the confidence, fitted by maximum likelihood.
 
     Uses Platt's (1999) smoothed targets, ``(N+ + 1) / (N+ + 2)`` for right
@@ -268,16 +281,17 @@ def fit_platt(confidence: Any, correct: Any, *, method: str | None = None) -> Ca
     stays finite when the score separates the classes perfectly and is
     defined on one class (then a constant near that class's rate). No other
     regularisation. A negative slope means the score is anti-informative;
-    it is kept, since it is the fitted P(correct).
+    it is kept, since it is the fitted P(correct). ``method`` and ``score``:
+    see :class:`Calibrator`.
 
     Raises:
-        ConfigurationError: bad input or confidences outside [0, 1].
+        ConfigurationError: bad input, or confidences outside [0, 1] without ``score``.
         MissingDependencyError: scikit-learn is not installed.
     """
     import_sklearn("fitting a Platt calibrator")
     from sklearn.linear_model import LogisticRegression
 
-    conf, corr = as_pair(confidence, correct, unit=True)
+    conf, corr = as_pair(confidence, correct, unit=score is None)
     n_right = corr.sum()
     target = np.where(corr == 1.0, (n_right + 1) / (n_right + 2), 1 / (conf.size - n_right + 2))
     # a soft target t is a row labelled 1 with weight t plus a row labelled 0 with weight 1 - t
@@ -287,30 +301,37 @@ def fit_platt(confidence: Any, correct: Any, *, method: str | None = None) -> Ca
     model = LogisticRegression(C=np.inf, max_iter=1000, tol=1e-10)
     model.fit(features, labels, sample_weight=weights)
     mapping = PlattMapping(slope=float(model.coef_[0, 0]), intercept=float(model.intercept_[0]))
-    return Calibrator(method=method, mapping=mapping, n_fitted=conf.size, n_correct=int(n_right))
+    return Calibrator(
+        method=method, score=score, mapping=mapping, n_fitted=conf.size, n_correct=int(n_right)
+    )
 
 
-def fit_isotonic(confidence: Any, correct: Any, *, method: str | None = None) -> Calibrator:
+def fit_isotonic(
+    confidence: Any, correct: Any, *, method: str | None = None, score: str | None = None
+) -> Calibrator:
     """Isotonic calibration: the non-decreasing map that best fits the 0/1 outcomes (PAVA).
 
     Between knots it interpolates linearly and outside them it stays flat,
     exactly as scikit-learn's ``IsotonicRegression(out_of_bounds="clip")``
-    predicts. On one class it is the constant 0 or 1.
+    predicts. On one class it is the constant 0 or 1. ``method`` and
+    ``score``: see :class:`Calibrator`.
 
     Raises:
-        ConfigurationError: bad input or confidences outside [0, 1].
+        ConfigurationError: bad input, or confidences outside [0, 1] without ``score``.
         MissingDependencyError: scikit-learn is not installed.
     """
     import_sklearn("fitting an isotonic calibrator")
     from sklearn.isotonic import IsotonicRegression
 
-    conf, corr = as_pair(confidence, correct, unit=True)
+    conf, corr = as_pair(confidence, correct, unit=score is None)
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
     iso.fit(conf, corr)
     mapping = IsotonicMapping(
         x=[float(v) for v in iso.X_thresholds_], y=[float(v) for v in iso.y_thresholds_]
     )
-    return Calibrator(method=method, mapping=mapping, n_fitted=conf.size, n_correct=int(corr.sum()))
+    return Calibrator(
+        method=method, score=score, mapping=mapping, n_fitted=conf.size, n_correct=int(corr.sum())
+    )
 
 
 def fit_calibrator(
@@ -319,6 +340,7 @@ def fit_calibrator(
     kind: Literal["platt", "isotonic"] = "isotonic",
     *,
     method: str | None = None,
+    score: str | None = None,
 ) -> Calibrator:
     """Fit a ``"platt"`` or ``"isotonic"`` calibrator (see :func:`fit_platt`, :func:`fit_isotonic`).
 
@@ -326,9 +348,9 @@ def fit_calibrator(
         ConfigurationError: unknown ``kind`` or bad input.
     """
     if kind == "platt":
-        return fit_platt(confidence, correct, method=method)
+        return fit_platt(confidence, correct, method=method, score=score)
     if kind == "isotonic":
-        return fit_isotonic(confidence, correct, method=method)
+        return fit_isotonic(confidence, correct, method=method, score=score)
     raise ConfigurationError(f"unknown calibrator kind {kind!r}; choose 'platt' or 'isotonic'")
 
 

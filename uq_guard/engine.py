@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ from uq_guard.perturb import (
     default_lexicon,
 )
 from uq_guard.policies import best_supported, planned_decision
-from uq_guard.report import Cost, Decision, UncertaintyReport
+from uq_guard.report import Cost, Decision, UncertaintyReport, score_as_confidence
 from uq_guard.scoring.suite import SampleScores, score_samples
 from uq_guard.scoring.verbalized import parse_verbalized_confidence, verbalized_request
 
@@ -479,12 +480,10 @@ class Guard:
 
     def _policy_confidence(self, scored: SampleScores, calibrate: bool) -> float | None:
         """The confidence the policy would act on, without touching ``scored``."""
-        calibrator, raw = self.calibrator, scored.confidence
-        if not calibrate or calibrator is None or raw is None:
-            return raw
-        if calibrator.method is not None and calibrator.method != scored.method:
-            return raw
-        return calibrator.apply(raw)
+        if not calibrate or self.calibrator is None:
+            return scored.confidence
+        value, _ = self._calibration_input(scored)
+        return scored.confidence if value is None else self.calibrator.apply(value)
 
     def _calibrate(self, scored: SampleScores, notes: list[str]) -> float | None:
         """Replace ``scored.confidence`` by the calibrator's P(correct); the raw value, or None.
@@ -493,17 +492,31 @@ class Guard:
         another model), and only when the calibrator was fitted on the same
         scorer: a map fitted on Inv-Entropy's confidence says nothing about Degree's.
         """
-        calibrator, raw = self.calibrator, scored.confidence
-        if calibrator is None or raw is None:
+        if self.calibrator is None or scored.confidence is None:
             return None
-        if calibrator.method is not None and calibrator.method != scored.method:
-            notes.append(
-                f"calibration was fitted on {calibrator.method!r} confidence but this call's "
-                f"confidence came from {scored.method!r}; confidence left uncalibrated"
-            )
+        value, why_not = self._calibration_input(scored)
+        if value is None:
+            notes.append(f"{why_not}; confidence left uncalibrated")
             return None
-        scored.confidence = calibrator.apply(raw)
+        raw = scored.confidence
+        scored.confidence = self.calibrator.apply(value)
         return raw
+
+    def _calibration_input(self, scored: SampleScores) -> tuple[float | None, str]:
+        """What the calibrator reads from this call (the confidence or a score), or why nothing."""
+        calibrator = self.calibrator
+        assert calibrator is not None
+        if calibrator.score is not None:
+            value = scored.scores.get(calibrator.score)
+            if value is None or not math.isfinite(value):
+                return None, f"calibration reads score {calibrator.score!r}, which this call lacks"
+            return score_as_confidence(calibrator.score, value), ""
+        if calibrator.method is not None and calibrator.method != scored.method:
+            return None, (
+                f"calibration was fitted on {calibrator.method!r} confidence but this call's "
+                f"confidence came from {scored.method!r}"
+            )
+        return scored.confidence, ""
 
     async def _run_fallback(
         self, conversation: tuple[Message, ...], prompt: str, perturbation: PerturbationResult

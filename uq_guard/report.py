@@ -17,6 +17,11 @@ Decision = Literal["answer", "abstain", "fallback", "best_of"]
 CONFIDENCE_LIKE_SCORES = frozenset({"max_output_mass", "verbalized_confidence"})
 
 
+def score_as_confidence(name: str, value: float) -> float:
+    """A score turned the confidence way (higher = more sure): uncertainties negated."""
+    return value if name in CONFIDENCE_LIKE_SCORES else -value
+
+
 class Cost(BaseModel):
     """What the certainty cost, all calls of the guarded call together."""
 

@@ -96,6 +96,18 @@ def test_apply_takes_a_float_or_an_array_of_confidences() -> None:
         fit_calibrator([0.1, 0.9], [0, 1], kind="beta")  # type: ignore[arg-type]
 
 
+def test_a_score_calibrator_takes_any_real_input() -> None:
+    gnll = np.linspace(2.0, 30.0, 40)  # an uncertainty, fitted on its negation
+    correct = (gnll < 12.0).astype(int)
+    calibrator = fit_calibrator(-gnll, correct, kind="isotonic", score="gnll")
+    assert calibrator.score == "gnll" and calibrator.method is None
+    assert calibrator.apply(-3.0) == pytest.approx(1.0) and calibrator.apply(-29.0) == 0.0
+    with pytest.raises(ConfigurationError):
+        calibrator.apply(float("inf"))
+    with pytest.raises(ConfigurationError, match=r"\[0, 1\]"):
+        fit_calibrator(-gnll, correct, kind="platt")  # without score, input is a probability
+
+
 # -- JSON ----------------------------------------------------------------------
 
 
@@ -288,6 +300,28 @@ async def test_a_calibration_for_another_method_is_not_applied(embedder) -> None
     assert report.method == "degree"
     assert not report.calibrated and report.raw_confidence is None
     assert report.degraded and "fitted on 'inv_entropy'" in report.degraded_reasons[-1]
+
+
+async def test_a_score_calibrator_reads_that_score_from_the_report(embedder) -> None:
+    backend = FakeBackend(paraphrases=["Which city is France's capital?"])
+    calibrator = Calibrator(score="inv_entropy", mapping=PlattMapping(slope=1.0, intercept=0.0))
+    guard = Guard(
+        backend, embedder=embedder, n_perturbations=1, n_samples=2, calibration=calibrator
+    )
+    report = (await guard.arun("What is the capital of France?")).report
+    expected = expit(-report.scores["inv_entropy"])
+    assert report.calibrated and report.confidence == pytest.approx(expected)
+    assert report.raw_confidence is not None and not report.degraded
+
+
+async def test_a_score_calibrator_whose_score_is_missing_is_not_applied(embedder) -> None:
+    calibrator = Calibrator(
+        score="verbalized_confidence", mapping=PlattMapping(slope=1.0, intercept=0.0)
+    )
+    guard = Guard(FakeBackend(), embedder=embedder, n_perturbations=0, calibration=calibrator)
+    report = (await guard.arun("What is the capital of France?")).report
+    assert not report.calibrated and report.raw_confidence is None
+    assert "reads score 'verbalized_confidence'" in report.degraded_reasons[-1]
 
 
 async def test_without_calibration_nothing_changes(embedder) -> None:

@@ -281,7 +281,20 @@ def test_cli_eval_then_calibrate(tmp_path, capsys) -> None:
     assert status == 0
     saved = json.loads(calib.read_text())
     assert saved["method"] == "inv_entropy" and "risk_control" in saved
+    assert saved["score"] is None  # the guard's own (label-free) confidence
     assert "coverage" in capsys.readouterr().out
+
+    # a raw score: another method's, or the guard's own method read before §2.9's mapping
+    records = str(out / "records.jsonl")
+    for extra, name in (
+        (["--score", "degree"], "degree"),
+        (["--score", "inv_entropy", "--raw"], "inv_entropy"),
+    ):
+        argv = ["calibrate", "--records", records, *extra, "--alpha", "0.5", "--out", str(calib)]
+        assert main(argv) == 0
+        saved = json.loads(calib.read_text())
+        assert saved["score"] == name and saved["method"] is None
+        assert f"fitted on the raw {name!r} score" in capsys.readouterr().err
 
 
 def test_cli_calibrate_names_an_unknown_score(tmp_path, capsys) -> None:

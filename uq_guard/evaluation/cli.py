@@ -73,6 +73,12 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
         default="guard_confidence",
         help="guard_confidence (what the guard reports; default) or a score name",
     )
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="fit on the raw score (uncertainty negated), not the guard's label-free confidence; "
+        "implied for a score that is not the guard's own method (e.g. gnll)",
+    )
     parser.add_argument("--method", choices=("isotonic", "platt"), default="isotonic")
     parser.add_argument("--alpha", type=float, default=0.1, help="target answered error rate")
     parser.add_argument("--delta", type=float, default=0.1, help="allowed failure probability")
@@ -197,23 +203,25 @@ def run_calibrate_command(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"{args.records} holds no answered question")
     methods = Counter(r.method for r in records if r.confidence is not None)
     score = args.score
-    if score == GUARD_CONFIDENCE or score in methods:
+    if score == GUARD_CONFIDENCE or (score in methods and not args.raw):
         # the guard calibrates its own confidence; fit on exactly that scale
         chosen = [r for r in records if score == GUARD_CONFIDENCE or r.method == score]
         conf, correct = method_signal(chosen, GUARD_CONFIDENCE)
         method = methods.most_common(1)[0][0] if score == GUARD_CONFIDENCE else score
+        calibrator = fit_calibrator(conf, correct, args.method, method=method)
     else:
         known = sorted({name for r in records for name in r.scores} | {GUARD_CONFIDENCE})
         if not any(score in r.scores for r in records):
             raise ConfigurationError(f"no score {score!r} in the records; known: {known}")
         conf, correct = method_signal(records, score)
         method = score
+        calibrator = fit_calibrator(conf, correct, args.method, score=score)
         print(
-            f"note: {score!r} is fitted on its negated uncertainty; a guard applies this "
-            "calibrator only when its own confidence comes from that scorer",
+            f"note: fitted on the raw {score!r} score; a guard with this file reads that "
+            "score from each report, so it must compute it (white-box scores need a backend "
+            "that returns log-probabilities)",
             file=sys.stderr,
         )
-    calibrator = fit_calibrator(conf, correct, args.method, method=method)
     control = risk_controlled_threshold(
         calibrator.apply(conf), correct, alpha=args.alpha, delta=args.delta
     )
@@ -230,5 +238,5 @@ def run_calibrate_command(args: argparse.Namespace) -> int:
             f"(alpha={args.alpha:g}, delta={args.delta:g})"
         )
     else:
-        print(f"no threshold qualifies (coverage 0): {control.reason}")
+        print(f"coverage 0: {control.reason}")
     return 0

@@ -26,7 +26,7 @@ from uq_guard._exceptions import ConfigurationError
 from uq_guard.evaluation.metrics import METRICS, MetricSummary, evaluate
 from uq_guard.evaluation.records import EvalRecord
 from uq_guard.evaluation.tsu import TSUResult, tsu
-from uq_guard.report import CONFIDENCE_LIKE_SCORES
+from uq_guard.report import score_as_confidence
 
 __all__ = [
     "MethodRow",
@@ -87,11 +87,13 @@ def method_signal(records: Sequence[EvalRecord], method: str) -> tuple[np.ndarra
 
 def confidence_of(record: EvalRecord, method: str) -> float | None:
     """One record's value of ``method`` as a confidence (uncertainties negated); None if missing."""
-    value = record.confidence if method == GUARD_CONFIDENCE else record.scores.get(method)
+    if method == GUARD_CONFIDENCE:
+        value = record.confidence
+        return value if value is not None and math.isfinite(value) else None
+    value = record.scores.get(method)
     if value is None or not math.isfinite(value):
         return None
-    keep = method == GUARD_CONFIDENCE or method in CONFIDENCE_LIKE_SCORES
-    return value if keep else -value
+    return score_as_confidence(method, value)
 
 
 def tsu_by_method(runs: Mapping[float, Sequence[EvalRecord]]) -> dict[str, TSUResult]:
