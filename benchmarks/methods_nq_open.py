@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from uq_guard import GuardConfig
+from uq_guard.backend import Backend
 from uq_guard.evaluation.records import load_questions
 from uq_guard.evaluation.report import GUARD_CONFIDENCE, method_rows, write_report
 from uq_guard.evaluation.runner import make_backend, run_eval
@@ -46,18 +47,34 @@ def data_path(name: str, nq_path: Path) -> Path:
     return COUNTRIES
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sets", nargs="+", choices=("nq", "countries"), default=["nq"])
-    parser.add_argument("--limit", type=int, default=500)
+def add_run_arguments(parser: argparse.ArgumentParser, *, sets: str, limit: int) -> None:
+    """The options every question-set benchmark shares: sets, model, budget, paths."""
+    parser.add_argument("--sets", nargs="+", choices=("nq", "countries"), default=[sets])
+    parser.add_argument("--limit", type=int, default=limit)
     parser.add_argument("--model", default="local")
     parser.add_argument("--n-perturbations", type=int, default=4)
     parser.add_argument("--n-samples", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--nq-path", type=Path, default=NQ_OPEN)
     parser.add_argument("--out-root", type=Path, default=ROOT / "results")
+
+
+def config_and_backend(args: argparse.Namespace) -> tuple[GuardConfig, Backend]:
+    """The guard budget of the run and its model, from :func:`add_run_arguments`' options."""
+    config = GuardConfig(
+        n_perturbations=args.n_perturbations,
+        n_samples=args.n_samples,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+    )
+    return config, make_backend(args.model, max_tokens=args.max_tokens, seed=args.seed)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_run_arguments(parser, sets="nq", limit=500)
+    parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--time-budget", type=float, help="stop starting sets after N seconds")
     parser.add_argument("--compare-perturbations", action="store_true")
     parser.add_argument(
@@ -68,13 +85,7 @@ def main() -> int:
     args = parser.parse_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
-    config = GuardConfig(
-        n_perturbations=args.n_perturbations,
-        n_samples=args.n_samples,
-        max_tokens=args.max_tokens,
-        seed=args.seed,
-    )
-    backend = make_backend(args.model, max_tokens=args.max_tokens, seed=args.seed)
+    config, backend = config_and_backend(args)
     started = time.perf_counter()
     for name in args.sets:
         if args.time_budget and time.perf_counter() - started > args.time_budget:

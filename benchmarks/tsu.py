@@ -19,40 +19,23 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from methods_nq_open import NQ_OPEN, data_path
+from methods_nq_open import add_run_arguments, config_and_backend, data_path
 
-from uq_guard import GuardConfig
 from uq_guard.evaluation.records import load_questions
 from uq_guard.evaluation.report import tsu_by_method, write_tsu
-from uq_guard.evaluation.runner import make_backend, run_temperatures
+from uq_guard.evaluation.runner import run_temperatures
 
-ROOT = Path(__file__).resolve().parent
 GRID = (0.3, 0.7, 1.0, 1.4)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sets", nargs="+", choices=("nq", "countries"), default=["countries"])
-    parser.add_argument("--limit", type=int, default=100)
+    add_run_arguments(parser, sets="countries", limit=100)
     parser.add_argument("--temperatures", type=float, nargs="+", default=list(GRID))
-    parser.add_argument("--model", default="local")
-    parser.add_argument("--n-perturbations", type=int, default=4)
-    parser.add_argument("--n-samples", type=int, default=3)
-    parser.add_argument("--max-tokens", type=int, default=24)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--nq-path", type=Path, default=NQ_OPEN)
-    parser.add_argument("--out-root", type=Path, default=ROOT / "results")
     args = parser.parse_args()
 
-    base = GuardConfig(
-        n_perturbations=args.n_perturbations,
-        n_samples=args.n_samples,
-        max_tokens=args.max_tokens,
-        seed=args.seed,
-    )
-    backend = make_backend(args.model, max_tokens=args.max_tokens, seed=args.seed)
+    base, backend = config_and_backend(args)
     for name in args.sets:
         items = load_questions(data_path(name, args.nq_path), args.limit)
         out = args.out_root / name / "temperature"
