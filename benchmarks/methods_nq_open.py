@@ -27,7 +27,7 @@ from uq_guard import GuardConfig
 from uq_guard.backend import Backend
 from uq_guard.evaluation.records import load_questions
 from uq_guard.evaluation.report import GUARD_CONFIDENCE, method_rows, write_report
-from uq_guard.evaluation.runner import make_backend, run_eval
+from uq_guard.evaluation.runner import add_verbalized, make_backend, run_eval
 
 ROOT = Path(__file__).resolve().parent
 NQ_OPEN = ROOT.parent.parent / "shared" / "data" / "nq_open_dev.jsonl"
@@ -82,6 +82,11 @@ def main() -> int:
         action="store_true",
         help="also run with adaptive sampling on (in <set>/adaptive) and compare",
     )
+    parser.add_argument(
+        "--verbalized",
+        action="store_true",
+        help="add the verbalized confidence (one more call a question) to the GAAP run's records",
+    )
     args = parser.parse_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
@@ -103,9 +108,13 @@ def main() -> int:
                 model_name=args.model,
                 reuse={r.id: r for r in base} if base else None,
             )
-            results[label] = run.records
+            records = run.records
+            if args.verbalized and label == "gaap":
+                by_id = {r.id: r for r in add_verbalized(run.records_path, backend)}
+                records = [by_id[r.id] for r in records]
+            results[label] = records
             write_report(
-                run.records,
+                records,
                 out,
                 title=f"Uncertainty methods on {name} ({len(run.records)} questions, "
                 + ", ".join(f"{k}={v}" for k, v in overrides.items())
@@ -114,7 +123,7 @@ def main() -> int:
                 n_resamples=args.bootstrap,
                 seed=args.seed,
             )
-            print(f"{name}/{label}: {len(run.records)} questions -> {out / 'report.md'}")
+            print(f"{name}/{label}: {len(records)} questions -> {out / 'report.md'}")
         if len(results) > 1:
             print_comparison(name, results, args.bootstrap, args.seed)
     return 0

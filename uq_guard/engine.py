@@ -59,7 +59,7 @@ from uq_guard.perturb import (
 from uq_guard.policies import best_supported, planned_decision
 from uq_guard.report import Cost, Decision, UncertaintyReport, score_as_confidence
 from uq_guard.scoring.suite import SampleScores, score_samples
-from uq_guard.scoring.verbalized import parse_verbalized_confidence, verbalized_request
+from uq_guard.scoring.verbalized import read_verbalized, verbalized_request
 
 logger = logging.getLogger(__name__)
 
@@ -603,14 +603,9 @@ def _report(
 
 def _add_verbalized(scored: SampleScores, answer: Generation, notes: list[str]) -> None:
     """Put the model's stated confidence in ``scored.scores``, or say why there is none."""
-    if not answer.ok:
-        notes.append(f"verbalized confidence call failed: {answer.error or 'empty response'}")
-        return
-    confidence = parse_verbalized_confidence(answer.texts[0])
+    confidence, note = read_verbalized(answer)
     if confidence is None:
-        notes.append(
-            f"verbalized confidence unreadable (no number from 0 to 100): {answer.texts[0][:80]!r}"
-        )
+        notes.append(note or "verbalized confidence missing")
         return
     scored.scores["verbalized_confidence"] = confidence
 

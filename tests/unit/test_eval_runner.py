@@ -200,6 +200,43 @@ def test_adaptive_runs_do_not_resume_into_a_plain_run(items, tmp_path, embedder)
         )
 
 
+def test_add_verbalized_asks_once_per_stored_reply_and_resumes(items, tmp_path, embedder) -> None:
+    from uq_guard.evaluation.runner import add_verbalized
+
+    run(items[:3], FakeBackend(answer), tmp_path, embedder)
+    path = tmp_path / "records.jsonl"
+    before = {r.id: r for r in read_records(path)}
+
+    backend = FakeBackend(answer, verbalized="Confidence: 85%")
+    records = add_verbalized(path, backend, batch_size=2)
+    assert backend.calls == 3 and len(backend.rounds) == 2  # one call each, batches of two
+    assert all(r.scores["verbalized_confidence"] == 0.85 for r in records)
+    assert all(r.model_calls == before[r.id].model_calls + 1 for r in records)
+    asked = [req.messages[1]["content"] for req in backend.requests]
+    assert asked == [before[r.id].reply for r in records]  # the stored reply, not a new one
+
+    again = FakeBackend(answer)
+    assert add_verbalized(path, again) == records and again.calls == 0  # nothing left to ask
+    latest = {r.id: r for r in read_records(path)}  # the latest record of a question wins
+    assert all(latest[r.id].scores["verbalized_confidence"] == 0.85 for r in records)
+    rows = {row.method: row for row in method_rows(records, n_resamples=10)}
+    assert rows["verbalized_confidence"].needs == "reply + 1 call"
+
+
+def test_add_verbalized_notes_an_answer_without_a_number(items, tmp_path, embedder) -> None:
+    from uq_guard.evaluation.runner import add_verbalized
+
+    run(items[:1], FakeBackend(answer), tmp_path, embedder)
+    records = add_verbalized(
+        tmp_path / "records.jsonl", FakeBackend(answer, verbalized="very sure")
+    )
+    assert "verbalized_confidence" not in records[0].scores
+    assert "unreadable" in records[0].notes[-1] and "very sure" in records[0].notes[-1]
+    again = FakeBackend(answer, verbalized="90")
+    add_verbalized(tmp_path / "records.jsonl", again)
+    assert again.calls == 0  # asked once; the note stands
+
+
 def replay_run(replay, requests):
     import asyncio
 

@@ -57,7 +57,8 @@ class MethodRow:
     Attributes:
         method: the score's name (``guard_confidence`` for the guard's own).
         summary: its metrics with intervals, and the undefined ones with why.
-        needs: what the method needs: ``reply`` (white-box), ``x0 samples`` or ``all``.
+        needs: what the method needs: ``reply`` (white-box), ``reply + 1 call``
+            (verbalized), ``x0 samples`` or ``all``.
         calls_per_question / seconds_per_question: what the run spent per question on it.
         n_missing: questions where the method had no value (left out of its metrics).
     """
@@ -180,6 +181,8 @@ def _methods(records: Sequence[EvalRecord]) -> list[str]:
 
 
 def _needs(method: str) -> str:
+    if method == "verbalized_confidence":
+        return "reply + 1 call"
     if method in WHITEBOX_SCORES:
         return "reply"
     if method in X0_SAMPLE_SCORES:
@@ -204,7 +207,11 @@ def method_rows(
             continue
         needs = _needs(method)
         # the white-box scores need the reply alone; the x0 baselines one prompt's samples
-        cost = {"reply": 1.0, "x0 samples": 1.0 + (calls - 1.0) / n_prompts}.get(needs, calls)
+        cost = {
+            "reply": 1.0,
+            "reply + 1 call": 2.0,
+            "x0 samples": 1.0 + (calls - 1.0) / n_prompts,
+        }.get(needs, calls)
         rows.append(
             MethodRow(
                 method=method,
@@ -334,8 +341,8 @@ def write_report(
         "higher AUROC/PRR/AURAC and lower Brier/ECE are better. Brier is after a cross-fitted "
         "isotonic map; ECE (15 equal-mass bins) needs a score in [0, 1]. Intervals: 95% "
         f"percentile bootstrap over questions ({n_resamples} resamples). `needs`: what the "
-        "method uses (the reply's token log-probabilities; the samples of the question; all "
-        "the prompts); calls/q is the model calls that part of the run cost per question."
+        "method uses (the reply's token log-probabilities; the reply and one more call asking "
+        "the model how sure it is; the samples of the question; all the prompts); calls/q is the model calls that part of the run cost per question."
     )
     md = [f"# {title}", ""]
     if command:

@@ -51,10 +51,13 @@ from uq_guard.evaluation.records import (
     read_records,
 )
 from uq_guard.scoring.suite import score_samples
+from uq_guard.scoring.verbalized import read_verbalized, verbalized_request
 
 __all__ = [
     "EvalRun",
     "ReplayBackend",
+    "aadd_verbalized",
+    "add_verbalized",
     "arun_eval",
     "load_questions",
     "make_backend",
@@ -485,6 +488,65 @@ def _scoring_settings(config: GuardConfig) -> dict[str, Any]:
         "cluster_threshold": config.cluster_threshold,
         "embedding_model": config.embedding_model,
     }
+
+
+# ---------------------------------------------------------------------------
+# A verbalized confidence for stored records
+# ---------------------------------------------------------------------------
+
+VERBALIZED = "verbalized_confidence"
+
+
+async def aadd_verbalized(
+    records_path: str | Path, backend: Backend, *, batch_size: int = 16
+) -> list[EvalRecord]:
+    """Ask the model how sure it is of each stored reply; record the answer (one call each).
+
+    For runs made without ``verbalized_confidence=True``: the same request the
+    guard would have sent (the question, the stored reply, then the
+    verbalized prompt; see :mod:`uq_guard.scoring.verbalized`) for every
+    answered record that has neither the score nor a note about it, in
+    batches of ``batch_size``. Each updated record is appended (the latest
+    record of a question wins), with ``scores["verbalized_confidence"]`` and
+    one more model call, or a note quoting an answer that states no number.
+    Interrupted, it resumes where it stopped.
+
+    Returns:
+        the latest record of every question in the file, in file order.
+
+    Raises:
+        ConfigurationError: ``batch_size`` below 1.
+    """
+    if batch_size < 1:
+        raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
+    latest = latest_records(read_records(records_path))
+    todo = [r for r in latest.values() if r.ok and not _has_verbalized(r)]
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        requests = [
+            verbalized_request(({"role": "user", "content": r.question},), r.reply) for r in batch
+        ]
+        answers = await backend.generate(requests)
+        for record, answer in zip(batch, answers, strict=True):
+            confidence, note = read_verbalized(answer)
+            update: dict[str, Any] = {"model_calls": record.model_calls + 1}
+            if confidence is None:
+                update["notes"] = [*record.notes, note]
+            else:
+                update["scores"] = {**record.scores, VERBALIZED: confidence}
+            updated = record.model_copy(update=update)
+            append_record(records_path, updated)
+            latest[record.id] = updated
+    return list(latest.values())
+
+
+def add_verbalized(records_path: str | Path, backend: Backend, **kwargs: Any) -> list[EvalRecord]:
+    """Sync twin of :func:`aadd_verbalized`."""
+    return run_sync(aadd_verbalized(records_path, backend, **kwargs))
+
+
+def _has_verbalized(record: EvalRecord) -> bool:
+    return VERBALIZED in record.scores or any(n.startswith("verbalized") for n in record.notes)
 
 
 # ---------------------------------------------------------------------------

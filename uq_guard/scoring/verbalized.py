@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from uq_guard.backend import GenerationRequest, Message
+from uq_guard.backend import Generation, GenerationRequest, Message
 
 #: The question appended after the reply. Kept short so small models follow it.
 VERBALIZED_PROMPT = (
@@ -85,3 +85,20 @@ def parse_verbalized_confidence(text: str) -> float | None:
     if not 0.0 <= confidence <= 1.0:
         return None
     return confidence
+
+
+def read_verbalized(answer: Generation) -> tuple[float | None, str | None]:
+    """The confidence an answer to :func:`verbalized_request` states, or a note saying why none.
+
+    Returns:
+        ``(confidence, None)``, or ``(None, note)`` when the call failed or the
+        answer holds no number from 0 to 100 (the note quotes it).
+    """
+    if not answer.ok:
+        return None, f"verbalized confidence call failed: {answer.error or 'empty response'}"
+    confidence = parse_verbalized_confidence(answer.texts[0])
+    if confidence is None:
+        return None, (
+            f"verbalized confidence unreadable (no number from 0 to 100): {answer.texts[0][:80]!r}"
+        )
+    return confidence, None
