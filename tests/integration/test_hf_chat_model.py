@@ -254,3 +254,20 @@ async def test_batched_generation_on_cuda() -> None:
         assert generation.ok, generation.error
         assert_logprobs_and_entropies_are_sane(generation)
     assert "Tokyo" in generations[2].texts[0]
+
+
+async def test_the_real_model_can_grade_as_a_judge(smollm2: HuggingFaceChatModel) -> None:
+    from uq_guard.evaluation.judge import ModelJudge, parse_verdict
+
+    judge = ModelJudge(smollm2)
+    cases = [
+        ("What is the capital of Japan?", "Tokyo is the capital.", ["Tokyo"]),
+        ("What is 7 times 8?", "It is 54.", ["56"]),
+    ]
+    verdicts = [await judge.ajudge(*case) for case in cases]
+    # greedy, so the grader's own words can be read back; a 135M grader is no oracle
+    # (it says "No" to Tokyo): the contract is that its yes/no is read, and the rest counted
+    said = [(await smollm2.generate([judge.request(*case)]))[0].texts[0] for case in cases]
+    assert verdicts == [parse_verdict(text) is True for text in said]
+    assert judge.n_asked == 2
+    assert judge.n_unreadable == sum(parse_verdict(text) is None for text in said)

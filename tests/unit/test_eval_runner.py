@@ -366,6 +366,32 @@ def test_cli_eval_over_a_temperature_grid_writes_tsu(tmp_path, capsys) -> None:
     assert "TSU:" in capsys.readouterr().out
 
 
+def yes_grader() -> FakeBackend:
+    """The CLI's ``--judge py:tests.unit.test_eval_runner:yes_grader`` hook."""
+    return FakeBackend(reply="Yes")
+
+
+def test_cli_eval_with_a_judge_model(tmp_path, capsys) -> None:
+    data = write_questions(tmp_path / "q.jsonl", 4)
+    out = tmp_path / "judged"
+    argv = ["eval", "--data", str(data), "--model", "py:tests.unit.test_eval_runner:fake_model"]
+    argv += ["--out", str(out), "--n-perturbations", "1", "--n-samples", "2", "--no-progress"]
+    argv += [
+        "--bootstrap",
+        "0",
+        "--no-plots",
+        "--judge",
+        "py:tests.unit.test_eval_runner:yes_grader",
+    ]
+    assert main(argv) == 0
+    rules = {r.question: r.correctness_rule for r in read_records(out / "records.jsonl")}
+    assert rules["What is the capital of France?"] == "exact_match"
+    assert rules["Who wrote Hamlet?"] == "judge"  # "Christopher Marlowe": no rule matched
+    judged = sum(rule == "judge" for rule in rules.values())
+    said = f"judge py:tests.unit.test_eval_runner:yes_grader: {judged} asked"
+    assert said in capsys.readouterr().out
+
+
 def test_cli_eval_needs_two_temperatures_for_tsu(tmp_path, capsys) -> None:
     data = write_questions(tmp_path / "q.jsonl", 1)
     argv = ["eval", "--data", str(data), "--model", "py:tests.unit.test_eval_runner:fake_model"]

@@ -57,6 +57,12 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--adaptive", action="store_true", help="adaptive sampling (stop early on agreement)"
     )
+    parser.add_argument(
+        "--judge",
+        metavar="MODEL",
+        help="a grader model (same forms as --model) asked yes/no when neither exact match "
+        "nor containment matched; the records say which rule decided",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--concurrency", type=int, help="questions in flight (default: 1 local, 4)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="resamples of each interval")
@@ -88,6 +94,7 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
 def run_eval_command(args: argparse.Namespace) -> int:
     """Run ``uq-guard eval``; returns the exit status."""
     from uq_guard.config import GuardConfig
+    from uq_guard.evaluation.judge import ModelJudge
     from uq_guard.evaluation.records import load_questions
     from uq_guard.evaluation.report import tsu_by_method, write_report, write_tsu
     from uq_guard.evaluation.runner import make_backend, run_eval, run_temperatures
@@ -133,7 +140,13 @@ def run_eval_command(args: argparse.Namespace) -> int:
         for folder in folders.values() or [Path(args.out)]:
             already = {r.id for r in read_records(folder / "records.jsonl") if r.ok}
             bar.update(sum(1 for item in items if item.id in already))
-    options = {"model_name": args.model, "concurrency": concurrency, "on_record": on_record}
+    judge = ModelJudge(make_backend(args.judge, max_tokens=8)) if args.judge else None
+    options = {
+        "model_name": args.model,
+        "concurrency": concurrency,
+        "on_record": on_record,
+        "judge": judge,
+    }
     try:
         if folders:
             runs = run_temperatures(
@@ -166,6 +179,11 @@ def run_eval_command(args: argparse.Namespace) -> int:
         if not folders:
             print(_table_of(paths["markdown"]))
         print(f"report: {paths['markdown']} and {paths['html']}")
+    if judge is not None:
+        print(
+            f"judge {args.judge}: {judge.n_asked} asked, "
+            f"{judge.n_unreadable} said neither yes nor no"
+        )
     if folders:
         results = tsu_by_method({t: run.records for t, run in runs.items()})
         path = write_tsu(results, args.out, title=f"TSU: {Path(args.data).name} with {args.model}")

@@ -342,7 +342,8 @@ def write_report(
         "isotonic map; ECE (15 equal-mass bins) needs a score in [0, 1]. Intervals: 95% "
         f"percentile bootstrap over questions ({n_resamples} resamples). `needs`: what the "
         "method uses (the reply's token log-probabilities; the reply and one more call asking "
-        "the model how sure it is; the samples of the question; all the prompts); calls/q is the model calls that part of the run cost per question."
+        "the model how sure it is; the samples of the question; all the prompts); calls/q is "
+        "the model calls that part of the run cost per question."
     )
     md = [f"# {title}", ""]
     if command:

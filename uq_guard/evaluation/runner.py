@@ -41,7 +41,8 @@ from uq_guard.backend import Backend, Generation, GenerationRequest, Usage, is_b
 from uq_guard.config import GuardConfig
 from uq_guard.embeddings import Embedder, shared_embedder
 from uq_guard.engine import Guard
-from uq_guard.evaluation.correctness import Judge, assess_answer
+from uq_guard.evaluation.correctness import Correctness, Judge, assess_answer
+from uq_guard.evaluation.judge import ModelJudge
 from uq_guard.evaluation.records import (
     EvalItem,
     EvalRecord,
@@ -448,10 +449,16 @@ async def _evaluate_one(
     except UQGuardError as exc:
         logger.warning("question %s failed: %s", item.id, exc)
         return EvalRecord(**base, error=str(exc), seconds=time.perf_counter() - started)
-    seconds = time.perf_counter() - started
     report, reply = result.report, result.reply
     reply_text = reply.texts[0]
-    verdict = assess_answer(reply_text, item.gold, question=item.question, judge=judge)
+    try:
+        verdict = await _assess(reply_text, item, judge)
+    except Exception as exc:  # a judge is user code or another model: record, do not stop the run
+        logger.warning("question %s: the judge failed: %s", item.id, exc)
+        return EvalRecord(
+            **base, error=f"the judge failed: {exc}", seconds=time.perf_counter() - started
+        )
+    seconds = time.perf_counter() - started
     return EvalRecord(
         **base,
         reply=reply_text,
@@ -477,6 +484,16 @@ async def _evaluate_one(
         timings_ms=dict(report.timings_ms),
         notes=list(report.degraded_reasons),
     )
+
+
+async def _assess(reply: str, item: EvalItem, judge: Judge | None) -> Correctness:
+    """The rules first; a judge only when none matched (awaited when it is a model judge)."""
+    verdict = assess_answer(reply, item.gold, question=item.question)
+    if verdict.rule != "none" or judge is None:
+        return verdict
+    if isinstance(judge, ModelJudge):
+        return Correctness(await judge.ajudge(item.question, reply, item.gold), "judge")
+    return assess_answer(reply, item.gold, question=item.question, judge=judge)
 
 
 def _scoring_settings(config: GuardConfig) -> dict[str, Any]:
