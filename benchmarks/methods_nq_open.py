@@ -18,6 +18,7 @@ baselines that read only those samples are identical across the three.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -83,6 +84,14 @@ def main() -> int:
         help="also run with adaptive sampling on (in <set>/adaptive) and compare",
     )
     parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="also run with these GuardConfig settings (in <set>/<KEY=VALUE,...>) and compare; "
+        "repeatable, e.g. --also gaap_min_fidelity=0.75",
+    )
+    parser.add_argument(
         "--verbalized",
         action="store_true",
         help="add the verbalized confidence (one more call a question) to the GAAP run's records",
@@ -143,7 +152,24 @@ def variants(args: argparse.Namespace, out: Path) -> list[tuple[str, dict, Path]
     runs = [("gaap", {"perturbation": "gaap"}, out)]
     if args.adaptive:
         runs.append(("adaptive", {"perturbation": "gaap", "adaptive": True}, out / "adaptive"))
+    for spec in args.also:
+        runs.append((spec, {"perturbation": "gaap", **parse_overrides(spec)}, out / spec))
     return runs
+
+
+def parse_overrides(spec: str) -> dict[str, object]:
+    """``"gaap_min_fidelity=0.75,adaptive=true"`` -> GuardConfig overrides (JSON, else text)."""
+    overrides: dict[str, object] = {}
+    for part in spec.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--also {spec!r}: expected KEY=VALUE[,KEY=VALUE]")
+        try:
+            overrides[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = value
+    GuardConfig(**overrides)  # a bad key or value fails here, before any model call
+    return overrides
 
 
 def print_comparison(name: str, results: dict, n_resamples: int, seed: int) -> None:

@@ -7,6 +7,9 @@ method is asked for m = 9 perturbations; the table reports, per method:
   perturbation to the original question (MiniLM embeddings; 1 = the same);
 * **diversity**: mean pairwise cosine distance ``1 - cos(x_i, x_j)`` among a
   question's real perturbations (0 = all identical);
+* **cos<0.5**: share of real perturbations whose cosine to the original is
+  below 0.5 (they have usually drifted off topic: "where does the last name
+  galvez come from" -> "where does the concluding title come from");
 * **full set**: share of questions that got m real, distinct perturbations;
 * **s/prompt**: wall time per question (model load excluded, embeddings
   cached across methods, so the first method pays the embedder warm-up).
@@ -16,6 +19,8 @@ Methods: ``gaap-wordnet`` (GAAP with WordNet: no model call),
 ``paraphrase`` (SmolLM2 asked for 9 paraphrases: one call per question).
 
 Run: ``.venv/bin/python benchmarks/perturbation.py [--limit N] [--methods ...]``.
+``--min-fidelity 0.5 0.75`` runs ``gaap-wordnet`` once per fidelity floor
+(``gaap_min_fidelity``; on the ``(1 + cos) / 2`` scale, so 0.75 is cosine 0.5).
 SmolLM2 is slow on two CPU cores; ``--model-limit`` caps the questions the
 two SmolLM2 methods see (default: all of ``--limit``).
 """
@@ -52,46 +57,56 @@ def load_questions(limit: int) -> list[str]:
         return [json.loads(line)["question"] for line in itertools.islice(lines, limit)]
 
 
-def perturber_for(method: str, embedder, model) -> Perturber:
+def perturber_for(method: str, embedder, model, min_fidelity: float = 0.5) -> Perturber:
     if method == "gaap-wordnet":
-        return GAAPPerturber(embedder, WordNetLexicon())
+        return GAAPPerturber(embedder, WordNetLexicon(), min_fidelity=min_fidelity)
     if method == "gaap-model":
         return GAAPPerturber(embedder, ModelLexicon(model))
     return ModelParaphraser(model, temperature=0.7, max_tokens=48 * M + 64)
 
 
-def quality(embedder, question: str, result: PerturbationResult) -> tuple[float, float]:
-    """(mean fidelity, mean pairwise diversity) of the real perturbations; NaN when none."""
+def quality(embedder, question: str, result: PerturbationResult) -> tuple[float, float, list]:
+    """(mean fidelity, mean pairwise diversity, cosines to the original) of the real ones.
+
+    NaN fidelity and diversity when there is none.
+    """
     real = list(dict.fromkeys(result.prompts[: result.real_count]))
     if not real:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), []
     vectors = embedder.encode([question, *real]).astype(np.float64)
-    fidelity = float(np.mean((1.0 + vectors[1:] @ vectors[0]) / 2.0))
+    to_original = vectors[1:] @ vectors[0]
+    fidelity = float(np.mean((1.0 + to_original) / 2.0))
     if len(real) < 2:
-        return fidelity, 0.0
+        return fidelity, 0.0, list(to_original)
     cosines = vectors[1:] @ vectors[1:].T
     pairs = np.triu_indices(len(real), k=1)
-    return fidelity, float(np.mean(1.0 - cosines[pairs]))
+    return fidelity, float(np.mean(1.0 - cosines[pairs])), list(to_original)
 
 
-async def bench(method: str, questions: list[str], embedder, model) -> dict:
-    perturber = perturber_for(method, embedder, model)
-    fidelities, diversities, seconds, full, calls = [], [], [], 0, 0
+async def bench(
+    method: str, questions: list[str], embedder, model, min_fidelity: float = 0.5
+) -> dict:
+    perturber = perturber_for(method, embedder, model, min_fidelity)
+    fidelities, diversities, seconds, full, calls, cosines = [], [], [], 0, 0, []
     for question in questions:
         started = time.perf_counter()
         result = await perturber.perturb(question, M)
         seconds.append(time.perf_counter() - started)
-        fidelity, diversity = quality(embedder, question, result)
+        fidelity, diversity, to_original = quality(embedder, question, result)
+        cosines += to_original
         if not np.isnan(fidelity):
             fidelities.append(fidelity)
             diversities.append(diversity)
         full += result.real_count == M and len(set(result.prompts)) == M
         calls += result.usage.model_calls
+    if method == "gaap-wordnet" and min_fidelity != 0.5:
+        method = f"{method}@{min_fidelity:g}"
     return {
         "method": method,
         "n": len(questions),
         "fidelity": statistics.fmean(fidelities) if fidelities else float("nan"),
         "diversity": statistics.fmean(diversities) if diversities else float("nan"),
+        "drift": float(np.mean(np.asarray(cosines) < 0.5)) if cosines else float("nan"),
         "full": full / len(questions),
         "s_per_prompt": statistics.fmean(seconds),
         "s_median": statistics.median(seconds),
@@ -101,14 +116,14 @@ async def bench(method: str, questions: list[str], embedder, model) -> dict:
 
 def print_table(rows: list[dict]) -> None:
     print(
-        f"\n{'method':<14} {'questions':>9} {'fidelity':>9} {'diversity':>9} "
+        f"\n{'method':<18} {'questions':>9} {'fidelity':>9} {'diversity':>9} {'cos<0.5':>8} "
         f"{'full set':>9} {'s/prompt':>9} {'median s':>9} {'calls':>6}"
     )
     for row in rows:
         print(
-            f"{row['method']:<14} {row['n']:>9} {row['fidelity']:>9.3f} {row['diversity']:>9.3f} "
-            f"{row['full']:>9.1%} {row['s_per_prompt']:>9.3f} {row['s_median']:>9.3f} "
-            f"{row['calls_per_prompt']:>6.1f}"
+            f"{row['method']:<18} {row['n']:>9} {row['fidelity']:>9.3f} {row['diversity']:>9.3f} "
+            f"{row['drift']:>8.1%} {row['full']:>9.1%} {row['s_per_prompt']:>9.3f} "
+            f"{row['s_median']:>9.3f} {row['calls_per_prompt']:>6.1f}"
         )
 
 
@@ -119,6 +134,13 @@ async def main() -> None:
         "--model-limit", type=int, default=None, help="questions for the SmolLM2 methods"
     )
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument(
+        "--min-fidelity",
+        type=float,
+        nargs="+",
+        default=[0.5],
+        help="GAAP fidelity floors to compare (gaap-wordnet only; default 0.5)",
+    )
     args = parser.parse_args()
 
     questions = load_questions(args.limit)
@@ -135,8 +157,10 @@ async def main() -> None:
         subset = questions
         if method != "gaap-wordnet" and args.model_limit is not None:
             subset = questions[: args.model_limit]
-        rows.append(await bench(method, subset, embedder, model))
-        print_table(rows[-1:])
+        floors = args.min_fidelity if method == "gaap-wordnet" else [0.5]
+        for floor in floors:
+            rows.append(await bench(method, subset, embedder, model, floor))
+            print_table(rows[-1:])
     print(f"\nm = {M} perturbations per question; NQ-Open dev questions from {DATA.name}")
     print_table(rows)
 
