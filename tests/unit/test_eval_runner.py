@@ -405,10 +405,12 @@ def test_cli_eval_with_adaptive_sampling_records_it(tmp_path) -> None:
     out = tmp_path / "adaptive"
     argv = ["eval", "--data", str(data), "--model", "py:tests.unit.test_eval_runner:fake_model"]
     argv += ["--out", str(out), "--n-perturbations", "1", "--n-samples", "3", "--no-progress"]
-    argv += ["--bootstrap", "0", "--no-plots", "--adaptive"]
+    argv += ["--bootstrap", "0", "--no-plots", "--adaptive", "--verbalized"]
     assert main(argv) == 0
     assert json.loads((out / "run.json").read_text())["adaptive"] is True
-    assert all(r.sampling_stats["adaptive"] for r in read_records(out / "records.jsonl"))
+    records = read_records(out / "records.jsonl")
+    assert all(r.sampling_stats["adaptive"] for r in records)
+    assert all(r.scores["verbalized_confidence"] == 0.85 for r in records)  # FakeBackend says 85
 
 
 @pytest.mark.slow

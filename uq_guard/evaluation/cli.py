@@ -58,6 +58,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         "--adaptive", action="store_true", help="adaptive sampling (stop early on agreement)"
     )
     parser.add_argument(
+        "--verbalized",
+        action="store_true",
+        help="also ask the model how sure it is (one more call a question)",
+    )
+    parser.add_argument(
         "--judge",
         metavar="MODEL",
         help="a grader model (same forms as --model) asked yes/no when neither exact match "
@@ -108,6 +113,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         seed=args.seed,
         adaptive=args.adaptive,
+        verbalized_confidence=args.verbalized,
     )
     local = args.model == "local"
     concurrency = args.concurrency or (1 if local else 4)

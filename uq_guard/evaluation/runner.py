@@ -89,6 +89,7 @@ _RECORD_SETTINGS = (
     "gaap_max_population",
     "gaap_delta",
     "gaap_min_fidelity",
+    "verbalized_confidence",
     "adaptive",
     "adaptive_first_samples",
     "adaptive_agreement",
