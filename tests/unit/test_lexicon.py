@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from tests.unit.fake_backend import FakeBackend, prompt_of
@@ -153,3 +156,29 @@ def test_lexicon_settings_are_validated() -> None:
     assert config.perturbation == "gaap" and config.gaap_max_population == 64
     with pytest.raises(ConfigurationError, match="needs a model"):
         default_lexicon("model")
+
+
+def test_wordnet_preloads_in_the_background_once_and_lookups_wait_for_it(wordnet) -> None:
+    # a fresh process: the corpus must not be loaded yet when the lexicon is built
+    code = """
+import threading
+from uq_guard.perturb import lexicon
+assert not lexicon._WORDNET
+lex = lexicon.WordNetLexicon()  # starts the preload
+results = {}
+def look(word):
+    results[word] = lexicon.wordnet_substitutes(word)[0]
+threads = [threading.Thread(target=look, args=(w,)) for w in ("capital", "city", "river")]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert len(lexicon._WORDNET) == 1
+assert lexicon.preload_wordnet() is None  # already loaded: nothing more to start
+print(sorted(results), "working capital" in results["capital"])
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['capital', 'city', 'river'] True"

@@ -24,6 +24,7 @@ import asyncio
 import functools
 import logging
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -41,6 +42,7 @@ __all__ = [
     "default_lexicon",
     "inflect_like",
     "parse_substitutes",
+    "preload_wordnet",
     "wordnet_substitutes",
 ]
 
@@ -141,15 +143,52 @@ def _plural(noun: str) -> str:
     return noun + "s"
 
 
-@functools.lru_cache(maxsize=1)
+_WORDNET_LOCK = threading.Lock()
+_WORDNET: list = []  # the loaded corpus reader, once loaded
+
+
 def _wordnet():
-    from uq_guard.perturb.wordnet import ensure_nltk_path
+    """The loaded WordNet reader; the first caller loads it (seconds), the others wait.
 
-    ensure_nltk_path()
-    from nltk.corpus import wordnet
+    nltk's lazy loader is not safe to trigger from two threads at once, so the
+    load runs under a lock (a background preload and a lookup may overlap).
+    """
+    if not _WORDNET:
+        with _WORDNET_LOCK:
+            if not _WORDNET:
+                from uq_guard.perturb.wordnet import ensure_nltk_path
 
-    wordnet.ensure_loaded()
-    return wordnet
+                ensure_nltk_path()
+                from nltk.corpus import wordnet
+
+                wordnet.ensure_loaded()
+                _WORDNET.append(wordnet)
+    return _WORDNET[0]
+
+
+def preload_wordnet() -> threading.Thread | None:
+    """Start loading WordNet in a daemon thread, so the first guarded call does not wait.
+
+    Loading takes several seconds of CPU (about 7 s on two shared cores). A
+    lookup that comes before it is done waits for this load instead of
+    starting another. A missing corpus is not reported here: the lookup
+    raises as it would without a preload.
+
+    Returns:
+        the thread, or None when WordNet is already loaded.
+    """
+    if _WORDNET:
+        return None
+
+    def load() -> None:
+        try:
+            _wordnet()
+        except LookupError as exc:
+            logger.debug("WordNet preload skipped: %s", exc)
+
+    thread = threading.Thread(target=load, name="uq_guard-wordnet-preload", daemon=True)
+    thread.start()
+    return thread
 
 
 @functools.lru_cache(maxsize=20_000)
@@ -204,11 +243,16 @@ def _zip_longest(lists: list[list[str]]) -> list[list[str]]:
 class WordNetLexicon:
     """WordNet synonyms ∪ hypernyms ∪ hyponyms (see :func:`wordnet_substitutes`).
 
-    The corpus loads on first use (a few seconds, once per process), off the
-    event loop.
+    The corpus loads once per process (several seconds), off the event loop:
+    in a background thread from construction on (``preload=True``), so that
+    a guard built at start-up has it ready for its first call.
     """
 
     name = "wordnet"
+
+    def __init__(self, *, preload: bool = True) -> None:
+        if preload:
+            preload_wordnet()
 
     async def substitutes(self, words: Sequence[str], context: str) -> Substitutions:
         return await asyncio.to_thread(self.lookup, words)
