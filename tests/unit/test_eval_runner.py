@@ -217,8 +217,9 @@ def test_add_verbalized_asks_once_per_stored_reply_and_resumes(items, tmp_path, 
 
     again = FakeBackend(answer)
     assert add_verbalized(path, again) == records and again.calls == 0  # nothing left to ask
-    latest = {r.id: r for r in read_records(path)}  # the latest record of a question wins
-    assert all(latest[r.id].scores["verbalized_confidence"] == 0.85 for r in records)
+    stored = read_records(path)  # compacted: one line a question, the updated one
+    assert [r.id for r in stored] == [r.id for r in records]
+    assert all(r.scores["verbalized_confidence"] == 0.85 for r in stored)
     rows = {row.method: row for row in method_rows(records, n_resamples=10)}
     assert rows["verbalized_confidence"].needs == "reply + 1 call"
 

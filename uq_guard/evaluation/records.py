@@ -28,6 +28,7 @@ __all__ = [
     "EvalItem",
     "EvalRecord",
     "append_record",
+    "compact_records",
     "latest_records",
     "load_questions",
     "read_records",
@@ -211,3 +212,25 @@ def append_record(path: str | Path, record: EvalRecord) -> None:
         handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def compact_records(path: str | Path) -> list[EvalRecord]:
+    """Rewrite a records file with only the latest record of each question (atomically).
+
+    Updates such as :func:`~uq_guard.evaluation.runner.add_verbalized` append
+    a new record per question; this drops the superseded lines. The new file
+    is written beside the old one and moved over it, so a crash leaves one or
+    the other, never half of each.
+
+    Returns:
+        the records kept, in first-seen order.
+    """
+    path = Path(path)
+    kept = list(latest_records(read_records(path)).values())
+    temporary = path.with_name(path.name + ".compacting")
+    with temporary.open("w", encoding="utf-8") as handle:
+        handle.writelines(record.model_dump_json() + "\n" for record in kept)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    return kept

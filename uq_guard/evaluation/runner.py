@@ -47,6 +47,7 @@ from uq_guard.evaluation.records import (
     EvalItem,
     EvalRecord,
     append_record,
+    compact_records,
     latest_records,
     load_questions,
     read_records,
@@ -532,7 +533,8 @@ async def aadd_verbalized(
     batches of ``batch_size``. Each updated record is appended (the latest
     record of a question wins), with ``scores["verbalized_confidence"]`` and
     one more model call, or a note quoting an answer that states no number.
-    Interrupted, it resumes where it stopped.
+    Interrupted, it resumes where it stopped; once done, the file is
+    compacted (:func:`~uq_guard.evaluation.records.compact_records`).
 
     Returns:
         the latest record of every question in the file, in file order.
@@ -560,6 +562,8 @@ async def aadd_verbalized(
             updated = record.model_copy(update=update)
             append_record(records_path, updated)
             latest[record.id] = updated
+    if todo:
+        compact_records(records_path)
     return list(latest.values())
 
 
