@@ -143,15 +143,16 @@ def _plural(noun: str) -> str:
     return noun + "s"
 
 
-_WORDNET_LOCK = threading.Lock()
+# nltk's WordNet reader is not thread-safe (lazy loading, shared file handles read
+# with seek): every use of it holds this lock, re-entrant for the nested load
+_WORDNET_LOCK = threading.RLock()
 _WORDNET: list = []  # the loaded corpus reader, once loaded
 
 
 def _wordnet():
     """The loaded WordNet reader; the first caller loads it (seconds), the others wait.
 
-    nltk's lazy loader is not safe to trigger from two threads at once, so the
-    load runs under a lock (a background preload and a lookup may overlap).
+    The load runs under the WordNet lock (a background preload and a lookup may overlap).
     """
     if not _WORDNET:
         with _WORDNET_LOCK:
@@ -203,9 +204,17 @@ def wordnet_substitutes(word: str) -> tuple[tuple[str, ...], str | None]:
     kinds. Lemmas are cleaned (``triple_crown`` -> ``triple crown``),
     inflected like ``word`` when regular, and ``word`` itself is dropped.
 
+    Thread-safe: lookups run one at a time (nltk's reader is not thread-safe)
+    and repeated words come from a cache.
+
     Raises:
         LookupError: the WordNet corpus is not installed.
     """
+    with _WORDNET_LOCK:
+        return _lookup_wordnet(word)
+
+
+def _lookup_wordnet(word: str) -> tuple[tuple[str, ...], str | None]:
     wn = _wordnet()
     lowered = word.lower()
     synsets = wn.synsets(lowered)
