@@ -149,12 +149,11 @@ def variants(args: argparse.Namespace, out: Path) -> list[tuple[str, dict, Path]
         return [
             (kind, {"perturbation": kind}, out / "perturbation" / kind) for kind in PERTURBATIONS
         ]
-    runs = [("gaap", {"perturbation": "gaap"}, out)]
-    if args.adaptive:
-        runs.append(("adaptive", {"perturbation": "gaap", "adaptive": True}, out / "adaptive"))
-    for spec in args.also:
-        runs.append((spec, {"perturbation": "gaap", **parse_overrides(spec)}, out / spec))
-    return runs
+    extra = [(spec, parse_overrides(spec)) for spec in args.also]
+    if args.adaptive:  # shorthand for --also adaptive=true, in <set>/adaptive
+        extra.insert(0, ("adaptive", {"adaptive": True}))
+    gaap = {"perturbation": "gaap"}
+    return [("gaap", gaap, out)] + [(label, {**gaap, **o}, out / label) for label, o in extra]
 
 
 def parse_overrides(spec: str) -> dict[str, object]:

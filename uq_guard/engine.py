@@ -59,7 +59,7 @@ from uq_guard.perturb import (
 from uq_guard.policies import best_supported, planned_decision
 from uq_guard.report import Cost, Decision, UncertaintyReport, score_as_confidence
 from uq_guard.scoring.suite import SampleScores, score_samples
-from uq_guard.scoring.verbalized import read_verbalized, verbalized_request
+from uq_guard.scoring.verbalized import VERBALIZED_SCORE, read_verbalized, verbalized_request
 
 logger = logging.getLogger(__name__)
 
@@ -607,7 +607,7 @@ def _add_verbalized(scored: SampleScores, answer: Generation, notes: list[str]) 
     if confidence is None:
         notes.append(note or "verbalized confidence missing")
         return
-    scored.scores["verbalized_confidence"] = confidence
+    scored.scores[VERBALIZED_SCORE] = confidence
 
 
 def _ms_since(start: float) -> float:

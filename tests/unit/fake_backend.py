@@ -17,6 +17,15 @@ from typing import Any
 from uq_guard._messages import user_prompt
 from uq_guard.backend import Generation, GenerationRequest, Usage
 
+#: The question most engine tests ask, a steady answer, and faithful rewordings of it.
+QUESTION = "What is the capital of France?"
+ANSWER = "Paris is the capital of France."
+PARAPHRASES = [
+    "Which city is the capital of France?",
+    "What city serves as France's capital?",
+    "Name the capital city of France.",
+]
+
 PARAPHRASE_MARKER = "Rewrite the following question"
 VERBALIZED_MARKER = "How confident are you that your answer above is correct"
 

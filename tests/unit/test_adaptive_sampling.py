@@ -11,19 +11,20 @@ from collections.abc import Sequence
 
 import pytest
 
-from tests.unit.fake_backend import FakeBackend, erratic, kind_of, prompt_of
+from tests.unit.fake_backend import (
+    ANSWER,
+    PARAPHRASES,
+    QUESTION,
+    FakeBackend,
+    erratic,
+    kind_of,
+    prompt_of,
+)
 from uq_guard import Guard, GuardConfig, GuardResult, UncertaintyReport
 from uq_guard._exceptions import ConfigurationError
 from uq_guard.backend import Generation, GenerationRequest
 from uq_guard.embeddings import SentenceTransformerEmbedder, shared_embedder
 
-QUESTION = "What is the capital of France?"
-ANSWER = "Paris is the capital of France."
-PARAPHRASES = [
-    "Which city is the capital of France?",
-    "What city serves as France's capital?",
-    "Name the capital city of France.",
-]
 BUDGET = {"n_perturbations": 3, "n_samples": 4}  # 4 prompts x 4 answers = 16 at most
 
 

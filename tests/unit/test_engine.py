@@ -11,7 +11,15 @@ import asyncio
 
 import pytest
 
-from tests.unit.fake_backend import FakeBackend, erratic, kind_of, prompt_of
+from tests.unit.fake_backend import (
+    ANSWER,
+    PARAPHRASES,
+    QUESTION,
+    FakeBackend,
+    erratic,
+    kind_of,
+    prompt_of,
+)
 from uq_guard import (
     DegradedResultError,
     Guard,
@@ -23,13 +31,6 @@ from uq_guard._exceptions import ConfigurationError, GenerationError
 from uq_guard.embeddings import SentenceTransformerEmbedder, shared_embedder
 from uq_guard.perturb import PerturbationResult
 
-QUESTION = "What is the capital of France?"
-ANSWER = "Paris is the capital of France."
-PARAPHRASES = [
-    "Which city is the capital of France?",
-    "What city serves as France's capital?",
-    "Name the capital city of France.",
-]
 FAST = {"retry_wait_s": 0.0}
 
 

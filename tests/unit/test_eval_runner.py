@@ -238,6 +238,18 @@ def test_add_verbalized_notes_an_answer_without_a_number(items, tmp_path, embedd
     assert again.calls == 0  # asked once; the note stands
 
 
+def test_add_verbalized_asks_again_after_a_failed_call(items, tmp_path, embedder) -> None:
+    from uq_guard.evaluation.runner import add_verbalized
+
+    run(items[:1], FakeBackend(answer), tmp_path, embedder)
+    path = tmp_path / "records.jsonl"
+    down = FakeBackend(answer).fail(when="verbalized", error=RuntimeError("down"))
+    assert "verbalized_confidence" not in add_verbalized(path, down)[0].scores
+    again = FakeBackend(answer, verbalized="70")
+    assert add_verbalized(path, again)[0].scores["verbalized_confidence"] == 0.7
+    assert again.calls == 1
+
+
 def replay_run(replay, requests):
     import asyncio
 

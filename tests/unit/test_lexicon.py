@@ -166,6 +166,7 @@ import threading
 from uq_guard.perturb import lexicon
 assert not lexicon._WORDNET
 lex = lexicon.WordNetLexicon()  # starts the preload
+assert lexicon.preload_wordnet() is lexicon._PRELOAD[0]  # a second lexicon: the same load
 results = {}
 def look(words):
     for word in words:

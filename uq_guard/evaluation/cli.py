@@ -102,7 +102,12 @@ def run_eval_command(args: argparse.Namespace) -> int:
     from uq_guard.evaluation.judge import ModelJudge
     from uq_guard.evaluation.records import load_questions
     from uq_guard.evaluation.report import tsu_by_method, write_report, write_tsu
-    from uq_guard.evaluation.runner import make_backend, run_eval, run_temperatures
+    from uq_guard.evaluation.runner import (
+        make_backend,
+        run_eval,
+        run_temperatures,
+        temperature_folder,
+    )
 
     items = load_questions(args.data, args.limit)
     config = GuardConfig(
@@ -139,7 +144,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
             bar.update(1)
             bar.set_postfix(correct=int(record.correct), calls=record.model_calls)
 
-    folders = {t: Path(args.out) / f"T{t:g}" for t in args.temperatures or ()}
+    folders = {t: temperature_folder(args.out, t) for t in args.temperatures or ()}
     if bar is not None:
         from uq_guard.evaluation.records import read_records
 

@@ -27,6 +27,7 @@ from uq_guard.evaluation.metrics import METRICS, MetricSummary, evaluate
 from uq_guard.evaluation.records import EvalRecord
 from uq_guard.evaluation.tsu import TSUResult, tsu
 from uq_guard.report import score_as_confidence
+from uq_guard.scoring.verbalized import VERBALIZED_SCORE
 
 __all__ = [
     "MethodRow",
@@ -181,7 +182,7 @@ def _methods(records: Sequence[EvalRecord]) -> list[str]:
 
 
 def _needs(method: str) -> str:
-    if method == "verbalized_confidence":
+    if method == VERBALIZED_SCORE:
         return "reply + 1 call"
     if method in WHITEBOX_SCORES:
         return "reply"

@@ -42,7 +42,6 @@ from uq_guard.config import GuardConfig
 from uq_guard.embeddings import Embedder, shared_embedder
 from uq_guard.engine import Guard
 from uq_guard.evaluation.correctness import Correctness, Judge, assess_answer
-from uq_guard.evaluation.judge import ModelJudge
 from uq_guard.evaluation.records import (
     EvalItem,
     EvalRecord,
@@ -53,7 +52,7 @@ from uq_guard.evaluation.records import (
     read_records,
 )
 from uq_guard.scoring.suite import score_samples
-from uq_guard.scoring.verbalized import read_verbalized, verbalized_request
+from uq_guard.scoring.verbalized import VERBALIZED_SCORE, read_verbalized, verbalized_request
 
 __all__ = [
     "EvalRun",
@@ -66,6 +65,7 @@ __all__ = [
     "rescore",
     "run_eval",
     "run_temperatures",
+    "temperature_folder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -418,7 +418,7 @@ def run_temperatures(
     runs: dict[float, EvalRun] = {}
     replies = None
     for temperature in sorted(set(temperatures), key=lambda t: (t != config.temperature, t)):
-        folder = (folders or {}).get(temperature) or Path(out_dir) / f"T{temperature:g}"
+        folder = (folders or {}).get(temperature) or temperature_folder(out_dir, temperature)
         run = run_eval(
             items,
             backend,
@@ -430,6 +430,11 @@ def run_temperatures(
         runs[temperature] = run
         replies = replies or {r.id: r for r in run.records if r.ok}
     return runs
+
+
+def temperature_folder(out_dir: str | Path, temperature: float) -> Path:
+    """Where :func:`run_temperatures` keeps one temperature's run: ``out_dir/T<t>`` (``T0.3``)."""
+    return Path(out_dir) / f"T{temperature:g}"
 
 
 async def _evaluate_one(
@@ -494,13 +499,18 @@ async def _evaluate_one(
 
 
 async def _assess(reply: str, item: EvalItem, judge: Judge | None) -> Correctness:
-    """The rules first; a judge only when none matched (awaited when it is a model judge)."""
+    """The rules first; a judge only when none matched, awaited when it has ``ajudge``.
+
+    A judge with an async ``ajudge`` (such as :class:`~uq_guard.evaluation.judge.ModelJudge`)
+    runs on the runner's own event loop; a plain callable is called.
+    """
     verdict = assess_answer(reply, item.gold, question=item.question)
     if verdict.rule != "none" or judge is None:
         return verdict
-    if isinstance(judge, ModelJudge):
-        return Correctness(await judge.ajudge(item.question, reply, item.gold), "judge")
-    return assess_answer(reply, item.gold, question=item.question, judge=judge)
+    ajudge = getattr(judge, "ajudge", None)
+    if ajudge is None:
+        return assess_answer(reply, item.gold, question=item.question, judge=judge)
+    return Correctness(bool(await ajudge(item.question, reply, item.gold)), "judge")
 
 
 def _scoring_settings(config: GuardConfig) -> dict[str, Any]:
@@ -518,8 +528,6 @@ def _scoring_settings(config: GuardConfig) -> dict[str, Any]:
 # A verbalized confidence for stored records
 # ---------------------------------------------------------------------------
 
-VERBALIZED = "verbalized_confidence"
-
 
 async def aadd_verbalized(
     records_path: str | Path, backend: Backend, *, batch_size: int = 16
@@ -533,7 +541,8 @@ async def aadd_verbalized(
     batches of ``batch_size``. Each updated record is appended (the latest
     record of a question wins), with ``scores["verbalized_confidence"]`` and
     one more model call, or a note quoting an answer that states no number.
-    Interrupted, it resumes where it stopped; once done, the file is
+    A failed call is not recorded, so the next run asks again. Interrupted,
+    it resumes where it stopped; once done, the file is
     compacted (:func:`~uq_guard.evaluation.records.compact_records`).
 
     Returns:
@@ -553,12 +562,15 @@ async def aadd_verbalized(
         ]
         answers = await backend.generate(requests)
         for record, answer in zip(batch, answers, strict=True):
+            if not answer.ok:  # not recorded: the next call asks again
+                logger.warning("question %s: verbalized call failed: %s", record.id, answer.error)
+                continue
             confidence, note = read_verbalized(answer)
             update: dict[str, Any] = {"model_calls": record.model_calls + 1}
             if confidence is None:
                 update["notes"] = [*record.notes, note]
             else:
-                update["scores"] = {**record.scores, VERBALIZED: confidence}
+                update["scores"] = {**record.scores, VERBALIZED_SCORE: confidence}
             updated = record.model_copy(update=update)
             append_record(records_path, updated)
             latest[record.id] = updated
@@ -573,7 +585,9 @@ def add_verbalized(records_path: str | Path, backend: Backend, **kwargs: Any) ->
 
 
 def _has_verbalized(record: EvalRecord) -> bool:
-    return VERBALIZED in record.scores or any(n.startswith("verbalized") for n in record.notes)
+    # read_verbalized's note on an answer with no number marks a question already asked
+    asked = any(note.startswith("verbalized confidence unreadable") for note in record.notes)
+    return asked or VERBALIZED_SCORE in record.scores
 
 
 # ---------------------------------------------------------------------------

@@ -147,6 +147,8 @@ def _plural(noun: str) -> str:
 # with seek): every use of it holds this lock, re-entrant for the nested load
 _WORDNET_LOCK = threading.RLock()
 _WORDNET: list = []  # the loaded corpus reader, once loaded
+_PRELOAD: list[threading.Thread] = []  # the background load, once started
+_PRELOAD_LOCK = threading.Lock()
 
 
 def _wordnet():
@@ -176,20 +178,25 @@ def preload_wordnet() -> threading.Thread | None:
     raises as it would without a preload.
 
     Returns:
-        the thread, or None when WordNet is already loaded.
+        the loading thread (the same one for every caller while it runs), or
+        None when WordNet is already loaded.
     """
     if _WORDNET:
         return None
+    with _PRELOAD_LOCK:  # not the WordNet lock: that one is held for the whole load
+        if not _PRELOAD:
+            _PRELOAD.append(
+                threading.Thread(target=_load_quietly, name="uq_guard-wordnet-preload", daemon=True)
+            )
+            _PRELOAD[0].start()
+    return _PRELOAD[0]
 
-    def load() -> None:
-        try:
-            _wordnet()
-        except LookupError as exc:
-            logger.debug("WordNet preload skipped: %s", exc)
 
-    thread = threading.Thread(target=load, name="uq_guard-wordnet-preload", daemon=True)
-    thread.start()
-    return thread
+def _load_quietly() -> None:
+    try:
+        _wordnet()
+    except LookupError as exc:
+        logger.debug("WordNet preload skipped: %s", exc)
 
 
 @functools.lru_cache(maxsize=20_000)

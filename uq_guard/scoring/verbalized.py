@@ -21,6 +21,9 @@ VERBALIZED_PROMPT = (
     "Reply with only a number from 0 to 100."
 )
 
+#: The name of the score in ``UncertaintyReport.scores`` (a confidence in [0, 1]).
+VERBALIZED_SCORE = "verbalized_confidence"
+
 #: Enough for "Confidence: 85%" and a few words around it.
 VERBALIZED_MAX_TOKENS = 16
 
