@@ -88,7 +88,8 @@ async def measure(limit: int, margin: float | None) -> tuple[dict[str, Run], lis
             run.requests.append(report.cost.model_calls)
             run.seconds.append(elapsed)
             run.stopped.append(report.adaptive_stopped_early)
-            run.confidence.append(report.confidence)
+            # no estimate (every sample failed) is NaN here, left out of the AUROC
+            run.confidence.append(float("nan") if report.confidence is None else report.confidence)
             replies[mode] = result.reply.texts[0]
         if len(set(replies.values())) > 1:
             print(f"note: the greedy replies differ on question {index}")
@@ -102,6 +103,9 @@ async def measure(limit: int, margin: float | None) -> tuple[dict[str, Run], lis
 
 
 def auroc_cell(confidence: list[float], correct: list[bool]) -> str:
+    known = np.isfinite(np.asarray(confidence, dtype=float))
+    confidence = list(np.asarray(confidence, dtype=float)[known])
+    correct = list(np.asarray(correct)[known])
     try:
         value = auroc(confidence, correct)
     except UQGuardError:  # every reply right, or every reply wrong

@@ -1,8 +1,19 @@
-"""How the perturbers compare on real questions: fidelity, diversity, completeness, speed.
+"""How the perturbers compare on real questions: meaning kept, fidelity, diversity, speed.
 
-For each NQ-Open question (``../shared/data/nq_open_dev.jsonl``) every
-method is asked for m = 9 perturbations; the table reports, per method:
+For each question of a set (``--data``: NQ-Open dev from
+``../shared/data/nq_open_dev.jsonl``, or the templated ``countries`` and
+``arithmetic`` sets in ``benchmarks/datasets/``) every method is asked for
+m = 9 perturbations; the table reports, per method:
 
+* **changed**: on the templated sets, the share of real perturbations that
+  no longer ask the same thing, by a rule check (:func:`asks_the_same`): a
+  capital or currency question must keep its relation word ("capital",
+  "currency") and the country's name; an arithmetic question must keep both
+  numbers and its operation (the operator word or an unambiguous synonym:
+  "plus"/"added to"/"+", "minus"/"subtract"/"-", "times"/"multiplied"/"×",
+  "divided"/"over"/"/"). A faithful paraphrase that words the relation
+  differently ("seat of government") counts as changed: the check is strict.
+  NaN on NQ-Open, which has no template;
 * **fidelity**: mean similarity ``a(x_0, x_i) = (1 + cos) / 2`` of each real
   perturbation to the original question (MiniLM embeddings; 1 = the same);
 * **diversity**: mean pairwise cosine distance ``1 - cos(x_i, x_j)`` among a
@@ -14,12 +25,15 @@ method is asked for m = 9 perturbations; the table reports, per method:
 * **s/prompt**: wall time per question (model load excluded, embeddings
   cached across methods, so the first method pays the embedder warm-up).
 
-Methods: ``gaap-wordnet`` (GAAP with WordNet: no model call),
-``gaap-model`` (GAAP with the SmolLM2 model lexicon: one call per question),
-``paraphrase`` (SmolLM2 asked for 9 paraphrases: one call per question).
+Methods: ``gaap`` (the default: GAAP with WordNet synonyms of the sense that
+fits, answer words protected, meaning-neutral frames; no model call),
+``gaap-words`` (the same without the frames), ``gaap-paper`` (the published
+GAAP: any WordNet sense, hypernyms, hyponyms, deletion), ``gaap-model``
+(GAAP with the SmolLM2 model lexicon: one call per question), ``paraphrase``
+(SmolLM2 asked for 9 paraphrases: one call per question).
 
-Run: ``.venv/bin/python benchmarks/perturbation.py [--limit N] [--methods ...]``.
-``--min-fidelity 0.5 0.75`` runs ``gaap-wordnet`` once per fidelity floor
+Run: ``.venv/bin/python benchmarks/perturbation.py [--data countries] [--limit N]
+[--methods ...]``. ``--min-fidelity 0.5 0.75`` runs ``gaap-paper`` once per fidelity floor
 (``gaap_min_fidelity``; on the ``(1 + cos) / 2`` scale, so 0.75 is cosine 0.5).
 SmolLM2 is slow on two CPU cores; ``--model-limit`` caps the questions the
 two SmolLM2 methods see (default: all of ``--limit``).
@@ -31,6 +45,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import re
 import statistics
 import time
 from pathlib import Path
@@ -47,19 +62,62 @@ from uq_guard.perturb import (
     WordNetLexicon,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nq_open_dev.jsonl"
-METHODS = ("gaap-wordnet", "gaap-model", "paraphrase")
+HERE = Path(__file__).resolve().parent
+DATA = {
+    "nq": HERE.parents[1] / "shared" / "data" / "nq_open_dev.jsonl",
+    "countries": HERE / "datasets" / "countries.jsonl",
+    "arithmetic": HERE / "datasets" / "arithmetic.jsonl",
+}
+METHODS = ("gaap", "gaap-words", "gaap-paper", "gaap-model", "paraphrase")
+MODEL_FREE = ("gaap", "gaap-words", "gaap-paper")
 M = 9
 
+_OPERATIONS = {
+    "plus": r"plus|add(?:ed|ing)?|sum|\+",
+    "minus": r"minus|subtract(?:ed|ing)?|less|take away|difference|-",
+    "times": r"times|multipl(?:ied|y|ying)|product|×|\*|x",
+    "divided by": r"divided|divide|over|quotient|÷|/",
+}
+_ARITHMETIC = re.compile(r"What is (\d+) (plus|minus|times|divided by) (\d+)\?")
+_RELATION = re.compile(r"What is the (capital|currency) of (.+)\?")
 
-def load_questions(limit: int) -> list[str]:
-    with DATA.open() as lines:
+
+def asks_the_same(question: str, variant: str) -> bool | None:
+    """Whether ``variant`` still asks the templated ``question`` (None: not a templated one).
+
+    See the module docstring for the rule.
+    """
+    found = _ARITHMETIC.fullmatch(question)
+    if found:
+        first, operation, second = found.groups()
+        numbers = re.findall(r"\d+", variant)
+        if numbers != [first, second]:
+            return False
+        return re.search(rf"(?<!\w)(?:{_OPERATIONS[operation]})(?!\w)", variant.lower()) is not None
+    found = _RELATION.fullmatch(question)
+    if found:
+        relation, country = found.groups()
+        lowered = variant.lower()
+        has = re.search(rf"\b{relation}\b", lowered) is not None
+        return has and country.lower() in lowered
+    return None
+
+
+def load_questions(data: str, limit: int) -> list[str]:
+    with DATA[data].open() as lines:
         return [json.loads(line)["question"] for line in itertools.islice(lines, limit)]
 
 
 def perturber_for(method: str, embedder, model, min_fidelity: float = 0.5) -> Perturber:
-    if method == "gaap-wordnet":
-        return GAAPPerturber(embedder, WordNetLexicon(), min_fidelity=min_fidelity)
+    if method == "gaap":
+        return GAAPPerturber(embedder, WordNetLexicon(embedder=embedder, sense="context"))
+    if method == "gaap-words":
+        lexicon = WordNetLexicon(embedder=embedder, sense="context")
+        return GAAPPerturber(embedder, lexicon, frames=False)
+    if method == "gaap-paper":
+        return GAAPPerturber(
+            embedder, WordNetLexicon(), edits="paper", frames=False, min_fidelity=min_fidelity
+        )
     if method == "gaap-model":
         return GAAPPerturber(embedder, ModelLexicon(model))
     return ModelParaphraser(model, temperature=0.7, max_tokens=48 * M + 64)
@@ -88,10 +146,15 @@ async def bench(
 ) -> dict:
     perturber = perturber_for(method, embedder, model, min_fidelity)
     fidelities, diversities, seconds, full, calls, cosines = [], [], [], 0, 0, []
+    same: list[bool] = []
     for question in questions:
         started = time.perf_counter()
         result = await perturber.perturb(question, M)
         seconds.append(time.perf_counter() - started)
+        for variant in dict.fromkeys(result.prompts[: result.real_count]):
+            verdict = asks_the_same(question, variant)
+            if verdict is not None:
+                same.append(verdict)
         fidelity, diversity, to_original = quality(embedder, question, result)
         cosines += to_original
         if not np.isnan(fidelity):
@@ -99,11 +162,13 @@ async def bench(
             diversities.append(diversity)
         full += result.real_count == M and len(set(result.prompts)) == M
         calls += result.usage.model_calls
-    if method == "gaap-wordnet" and min_fidelity != 0.5:
+    if method == "gaap-paper" and min_fidelity != 0.5:
         method = f"{method}@{min_fidelity:g}"
     return {
         "method": method,
         "n": len(questions),
+        "changed": 1.0 - statistics.fmean(same) if same else float("nan"),
+        "n_variants": len(same),
         "fidelity": statistics.fmean(fidelities) if fidelities else float("nan"),
         "diversity": statistics.fmean(diversities) if diversities else float("nan"),
         "drift": float(np.mean(np.asarray(cosines) < 0.5)) if cosines else float("nan"),
@@ -116,12 +181,14 @@ async def bench(
 
 def print_table(rows: list[dict]) -> None:
     print(
-        f"\n{'method':<18} {'questions':>9} {'fidelity':>9} {'diversity':>9} {'cos<0.5':>8} "
+        f"\n{'method':<18} {'questions':>9} {'changed':>8} {'fidelity':>9} {'diversity':>9} "
+        f"{'cos<0.5':>8} "
         f"{'full set':>9} {'s/prompt':>9} {'median s':>9} {'calls':>6}"
     )
     for row in rows:
         print(
-            f"{row['method']:<18} {row['n']:>9} {row['fidelity']:>9.3f} {row['diversity']:>9.3f} "
+            f"{row['method']:<18} {row['n']:>9} {row['changed']:>8.1%} {row['fidelity']:>9.3f} "
+            f"{row['diversity']:>9.3f} "
             f"{row['drift']:>8.1%} {row['full']:>9.1%} {row['s_per_prompt']:>9.3f} "
             f"{row['s_median']:>9.3f} {row['calls_per_prompt']:>6.1f}"
         )
@@ -129,6 +196,7 @@ def print_table(rows: list[dict]) -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=sorted(DATA), default="nq", help="question set")
     parser.add_argument("--limit", type=int, default=200, help="questions (default 200)")
     parser.add_argument(
         "--model-limit", type=int, default=None, help="questions for the SmolLM2 methods"
@@ -139,29 +207,29 @@ async def main() -> None:
         type=float,
         nargs="+",
         default=[0.5],
-        help="GAAP fidelity floors to compare (gaap-wordnet only; default 0.5)",
+        help="GAAP fidelity floors to compare (gaap-paper only; default 0.5)",
     )
     args = parser.parse_args()
 
-    questions = load_questions(args.limit)
+    questions = load_questions(args.data, args.limit)
     embedder = shared_embedder()
     embedder.encode(["warm up the embedder"])
     await GAAPPerturber(embedder, WordNetLexicon()).perturb("warm up the lexicon", 1)
     model = None
-    if any(method != "gaap-wordnet" for method in args.methods):
+    if any(method not in MODEL_FREE for method in args.methods):
         from uq_guard_hf import HuggingFaceChatModel
 
         model = HuggingFaceChatModel.default(seed=0)
     rows = []
     for method in args.methods:
         subset = questions
-        if method != "gaap-wordnet" and args.model_limit is not None:
+        if method not in MODEL_FREE and args.model_limit is not None:
             subset = questions[: args.model_limit]
-        floors = args.min_fidelity if method == "gaap-wordnet" else [0.5]
+        floors = args.min_fidelity if method == "gaap-paper" else [0.5]
         for floor in floors:
             rows.append(await bench(method, subset, embedder, model, floor))
             print_table(rows[-1:])
-    print(f"\nm = {M} perturbations per question; NQ-Open dev questions from {DATA.name}")
+    print(f"\nm = {M} perturbations per question; questions from {DATA[args.data].name}")
     print_table(rows)
 
 

@@ -32,11 +32,16 @@ BUDGET = {"n_perturbations": 4, "n_samples": 3, "max_tokens": 32, "threshold": 1
 def describe(label: str, reply: object) -> None:
     report = reply.response_metadata["uq_guard"]
     print(f"\n[{label}] {reply.content}")
-    print(f"  confidence {report['confidence']:.2f}, decision: {report['decision']}")
+    print(f"  confidence {shown(report['confidence'])}, decision: {report['decision']}")
     if report["original_reply"] is not None:
         print(f"  the local model had said: {report['original_reply']!r}")
     if report["fallback"] is not None:
-        print(f"  fallback's own confidence: {report['fallback']['confidence']:.2f}")
+        print(f"  fallback's own confidence: {shown(report['fallback']['confidence'])}")
+
+
+def shown(confidence: float | None) -> str:
+    """The confidence for printing; None means no sample came back (no estimate)."""
+    return "n/a" if confidence is None else f"{confidence:.2f}"
 
 
 def main() -> None:

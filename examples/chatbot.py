@@ -61,8 +61,10 @@ def ask(
     if echo:
         print(f"\nyou> {question}")
     print(f"bot> {reply.content}")
+    confidence = report["confidence"]  # None when no sample came back
+    shown = "n/a" if confidence is None else f"{confidence:.2f}"
     print(
-        f"     confidence {report['confidence']:.2f} ({report['method']}), "
+        f"     confidence {shown} ({report['method']}), "
         f"decision: {report['decision']}, {report['cost']['model_calls']} model calls, "
         f"{seconds:.1f} s"
     )

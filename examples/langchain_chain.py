@@ -42,9 +42,11 @@ def main() -> None:
         questions, report_chain.batch([{"question": q} for q in questions]), strict=True
     ):
         report = message.response_metadata["uq_guard"]
+        confidence = report["confidence"]  # None when no sample came back
+        shown = "n/a" if confidence is None else f"{confidence:.2f}"
         print(
             f"\n{question}\n  reply: {message.content}\n"
-            f"  confidence {report['confidence']:.2f} via {report['method']}; "
+            f"  confidence {shown} via {report['method']}; "
             f"{report['n_prompts']} prompts, {report['n_samples']} answers scored; "
             f"tokens spent in all: {message.usage_metadata['total_tokens']}"
         )

@@ -68,8 +68,10 @@ def ask_all(base_url: str, model: str) -> None:
         report = resp.uncertainty  # also resp.model_extra["uncertainty"]
         print(f"Q: {question}")
         print(f"A: {resp.choices[0].message.content.strip()}")
+        # None when no sample came back
+        shown = "n/a" if report.confidence is None else f"{report.confidence:.2f}"
         print(
-            f"   confidence {report.confidence:.2f} ({report.method}), decision {report.decision}, "
+            f"   confidence {shown} ({report.method}), decision {report.decision}, "
             f"{report.cost.model_calls} calls, {report.timings_ms['total'] / 1000:.1f} s\n"
         )
 

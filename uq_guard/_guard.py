@@ -24,7 +24,11 @@ def guard(obj: Any, **config: Any) -> Any:
             ``uq_guard_hf.HuggingFaceChatModel``, or an ``openai.OpenAI`` /
             ``openai.AsyncOpenAI`` client.
         **config: any :class:`~uq_guard.GuardConfig` setting, plus
-            ``fallback=<model>`` for ``policy="fallback"``.
+            ``fallback=<model>`` for ``policy="fallback"``. A model that
+            carries ``guard_defaults`` (``HuggingFaceChatModel.default()``
+            carries the calibration fitted for it) starts from those; each
+            setting given here wins, and ``calibration=None`` turns a
+            shipped calibration off.
 
     Returns:
         An object with the same interface as ``obj`` (for LangChain, a

@@ -13,23 +13,80 @@ fitted P(correct) and ``calibrated`` is true::
     guard = uq_guard.guard(model, calibration="calib.json", policy="abstain",
                            threshold=control.threshold)
 
-Fitting needs scikit-learn (the ``eval`` extra); *applying* a saved
-calibrator needs only numpy, so a deployed guard does not carry scikit-learn.
+This module *applies* calibrators and needs only numpy and scipy, so a
+deployed guard carries neither scikit-learn nor :mod:`uq_guard.evaluation`.
+The fitting functions (``fit_platt``, ``fit_isotonic``, ``fit_calibrator``,
+``risk_controlled_threshold``, ``fit_fused``) live in
+:mod:`uq_guard.evaluation.calibrators` and :mod:`uq_guard.evaluation.fusion`
+(they need the ``eval`` extra); they are importable from here too, loaded on
+first use.
 
-The JSON file (``format: "uq_guard.calibration"``, ``version: 1``)::
+Three kinds of map:
+
+* ``platt`` / ``isotonic`` over one number: the guard's label-free
+  confidence (``score`` unset) or one entry of the report's ``scores``.
+* ``fused``: a logistic regression over several scores (``uq-guard calibrate
+  --fuse``, :func:`uq_guard.evaluation.fusion.fit_fused`). Each feature is a
+  score turned the confidence way (:func:`uq_guard.report.score_as_confidence`)
+  or ``guard_confidence``, the label-free confidence; it is standardised with
+  the stored training mean and scale and clipped to ``±clip``; the logit may
+  be followed by a monotone ``recalibration`` (Platt or isotonic on the
+  logit). A fused file holds *sub-models*: ``models[0]`` reads every feature;
+  the others were fitted without a group of features a call may lack (the
+  log-probability scores when the backend returns none, the verbalized
+  confidence when it was not asked for, the perturbation scores when no
+  perturbed prompt was answered). A call uses the first model whose features
+  it has, silently: each is a model fitted for that case. Only when no model
+  fits does it impute: the model missing the fewest features reads their
+  training means (a standardised 0) and the report says so
+  (``"fused calibration: gnll missing, imputed its training mean"``, which
+  marks it degraded). With none of a model's features, nothing is calibrated.
+
+The JSON file (``format: "uq_guard.calibration"``)::
 
     {"format": "uq_guard.calibration", "version": 1, "method": "inv_entropy",
      "score": null, "mapping": {"kind": "isotonic", "x": [...], "y": [...]},
      "n_fitted": 500, "n_correct": 231, "risk_control": {...} or null}
+
+and for a fused calibrator (``version: 2``; older readers refuse it by version)::
+
+    {"format": "uq_guard.calibration", "version": 2, "method": "inv_entropy",
+     "score": null, "n_fitted": 900, "n_correct": 137, "risk_control": {...} or null,
+     "mapping": {"kind": "fused", "clip": 5.0,
+       "models": [{"features": ["gnll", "degree", ...], "means": [...], "scales": [...],
+                   "coefficients": [...], "intercept": -1.2, "C": 0.1,
+                   "recalibration": null or {"kind": "platt", ...} or {"kind": "isotonic", ...},
+                   "n_fitted": 900, "n_correct": 137}, ...],
+       "held_out": {"n_folds": 5, "seed": 0, "n": 900, "n_correct": 137,
+                    "auroc": 0.81, "ece": 0.03, "smooth_ece": 0.02}}}
+
+Both kinds may carry ``fitted_with``: the guard settings of the eval runs it
+was fitted on (:data:`FITTED_WITH_KEYS`, read from each run's ``run.json`` by
+``uq-guard calibrate``), e.g. ``{"n_perturbations": 4, "n_samples": 3,
+"max_tokens": 24, "temperature": 0.7, "perturbation": "gaap", ...,
+"system": "Answer in a few words."}``, or null when unknown (files written
+before the field existed read as null). These settings change the scores'
+distributions, so a map fitted under one set of them is only a guess under
+another: a :class:`~uq_guard.Guard` whose settings differ says so in every
+report. ``system`` is the eval run's system message, which the guard cannot
+see; it is recorded for the reader, not compared.
+
+``method`` of a fused calibrator is the scorer behind the training records'
+confidence; a call whose confidence came from another scorer (no perturbed
+prompt answered) treats the perturbation scores and ``guard_confidence`` as
+missing, since they no longer mean what they meant in training.
 """
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, overload
+from typing import TYPE_CHECKING, Annotated, Any, Literal, overload
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -37,18 +94,36 @@ from scipy.special import expit
 from scipy.stats import beta
 
 from uq_guard._exceptions import ConfigurationError
-from uq_guard.evaluation._arrays import as_confidence, as_pair, import_sklearn
-from uq_guard.evaluation.metrics import risk_coverage_curve
+from uq_guard.report import score_as_confidence
+
+if TYPE_CHECKING:  # loaded lazily by __getattr__: fitting needs the eval extra
+    from uq_guard.evaluation.calibrators import (
+        fit_calibrator,
+        fit_isotonic,
+        fit_platt,
+        risk_controlled_threshold,
+    )
+    from uq_guard.evaluation.fusion import fit_fused
 
 __all__ = [
     "CALIBRATION_FORMAT",
     "CALIBRATION_VERSION",
+    "FEATURE_GROUPS",
+    "FITTED_WITH_KEYS",
+    "GUARD_CONFIDENCE",
+    "CalibratedConfidence",
     "Calibrator",
+    "FusedMapping",
+    "FusedPrediction",
+    "HeldOutMetrics",
     "IsotonicMapping",
+    "LogisticModel",
     "PlattMapping",
     "RiskControl",
     "clopper_pearson_upper",
+    "feature_values",
     "fit_calibrator",
+    "fit_fused",
     "fit_isotonic",
     "fit_platt",
     "load_calibration",
@@ -57,7 +132,88 @@ __all__ = [
 ]
 
 CALIBRATION_FORMAT = "uq_guard.calibration"
-CALIBRATION_VERSION = 1
+#: The newest file version this reads. Platt and isotonic files are written as
+#: version 1 (readable by every uq-guard); a fused mapping needs version 2.
+CALIBRATION_VERSION = 2
+_SINGLE_VERSION = 1
+_FUSED_VERSION = 2
+
+#: The settings of an eval run that change the distribution of the scores a
+#: calibrator is fitted on; ``uq-guard calibrate`` stores them as ``fitted_with``.
+FITTED_WITH_KEYS: tuple[str, ...] = (
+    "n_perturbations",
+    "n_samples",
+    "max_tokens",
+    "temperature",
+    "perturbation",
+    "gaap_edits",
+    "gaap_frames",
+    "similarity",
+    "n_bootstrap",
+    "cluster_threshold",
+    "embedding_model",
+    "system",
+)
+
+#: The feature name of the guard's label-free confidence in a fused calibrator.
+GUARD_CONFIDENCE = "guard_confidence"
+
+#: Scores a call may lack as a group, and why. A fused calibrator carries a
+#: sub-model without each group (and each union of them) it reads.
+FEATURE_GROUPS: dict[str, frozenset[str]] = {
+    "log-probabilities": frozenset({"gnll", "mean_token_entropy", "entropy_area_score"}),
+    "verbalized confidence": frozenset({"verbalized_confidence"}),
+    "perturbations": frozenset(
+        {
+            "inv_entropy",
+            "forward_entropy",
+            "conditional_entropy",
+            "max_output_mass",
+            "marginal_wasserstein",
+            "prompt_semantic_volume",
+            GUARD_CONFIDENCE,
+        }
+    ),
+}
+
+_FITTING = {
+    "fit_calibrator": "uq_guard.evaluation.calibrators",
+    "fit_isotonic": "uq_guard.evaluation.calibrators",
+    "fit_platt": "uq_guard.evaluation.calibrators",
+    "risk_controlled_threshold": "uq_guard.evaluation.calibrators",
+    "fit_fused": "uq_guard.evaluation.fusion",
+}
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def __getattr__(name: str) -> Any:
+    # the fitting functions need scikit-learn and the metrics: import them on first use only
+    if name in _FITTING:
+        return getattr(importlib.import_module(_FITTING[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _checked_input(values: Any, *, unit: bool) -> np.ndarray:
+    """Finite, non-empty 1-D floats (inside [0, 1] with ``unit``), or a ConfigurationError."""
+    try:
+        array = np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"confidence must be numbers, got {type(values).__name__}: {exc}"
+        ) from None
+    if array.ndim != 1 or array.size == 0:
+        raise ConfigurationError(f"confidence must be a non-empty 1-D array, got {array.shape}")
+    if not np.isfinite(array).all():
+        raise ConfigurationError(
+            f"confidence has {int((~np.isfinite(array)).sum())} NaN or infinite value(s)"
+        )
+    if unit and (array.min() < 0.0 or array.max() > 1.0):
+        raise ConfigurationError(
+            "confidence must lie in [0, 1] (it is read as a probability), got values from "
+            f"{array.min():g} to {array.max():g}"
+        )
+    return array
 
 
 class PlattMapping(BaseModel):
@@ -131,48 +287,293 @@ class RiskControl(BaseModel):
     reason: str = ""
 
 
-class Calibrator(BaseModel):
-    """A fitted map from a guard's confidence to P(correct), as saved in JSON.
+class LogisticModel(BaseModel):
+    """One logistic regression over standardised scores: a model of a fused calibrator.
+
+    ``P(correct) = recalibration(logit)`` (``expit(logit)`` without one), where
+    ``logit = intercept + sum(coefficients * z)`` and
+    ``z = clip((x - means) / scales, -clip, clip)``, ``x`` being the features
+    as confidences (:func:`feature_values`). A missing feature reads its
+    training mean (``z = 0``).
 
     Attributes:
+        features: the score names it reads (``guard_confidence`` = the label-free confidence).
+        means / scales: each feature's training mean and standard deviation.
+        coefficients / intercept: the fitted regression on the standardised features.
+        C: scikit-learn's inverse L2 strength it was fitted with.
+        recalibration: a monotone map of the logit, when it improved the
+            cross-fitted calibration error; None = ``expit``.
+        n_fitted / n_correct: the labelled questions it was fitted on.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    features: list[str] = Field(min_length=1)
+    means: list[FiniteFloat]
+    scales: list[Annotated[float, Field(gt=0.0, allow_inf_nan=False)]]
+    coefficients: list[FiniteFloat]
+    intercept: FiniteFloat
+    C: float = Field(gt=0.0, allow_inf_nan=False)
+    recalibration: PlattMapping | IsotonicMapping | None = Field(None, discriminator="kind")
+    n_fitted: int = Field(0, ge=0)
+    n_correct: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _shapes(self) -> LogisticModel:
+        k = len(self.features)
+        if len(set(self.features)) != k:
+            raise ValueError(f"features must be distinct, got {self.features}")
+        for name in ("means", "scales", "coefficients"):
+            if len(getattr(self, name)) != k:
+                raise ValueError(
+                    f"{name} must have one value per feature ({k}), got {len(getattr(self, name))}"
+                )
+        return self
+
+    def logit(self, values: np.ndarray, clip: float) -> np.ndarray:
+        """The linear predictor for rows of feature values (NaN = missing, read as the mean)."""
+        z = (np.asarray(values, dtype=float) - np.asarray(self.means)) / np.asarray(self.scales)
+        z = np.where(np.isfinite(z), np.clip(z, -clip, clip), 0.0)
+        return self.intercept + z @ np.asarray(self.coefficients)
+
+    def probability(self, values: np.ndarray, clip: float) -> np.ndarray:
+        """P(correct) for rows of feature values (NaN = missing, read as the mean)."""
+        logit = self.logit(values, clip)
+        fused = expit(logit) if self.recalibration is None else self.recalibration.apply(logit)
+        return np.clip(fused, 0.0, 1.0)
+
+
+class HeldOutMetrics(BaseModel):
+    """How the fused calibrator did out of sample, as the guard applies it (fallbacks included).
+
+    Cross-fitted: each question's probability came from the whole fitting
+    procedure (feature scaling, the choice of ``C`` and of the recalibration)
+    run without that question's fold.
+
+    Attributes:
+        n_folds / seed: the stratified folds.
+        n / n_correct: the questions that got a probability, and the right ones among them.
+        auroc: None when the questions are all right or all wrong.
+        ece / smooth_ece: 15 equal-mass bins / Błasiok & Nakkiran's smooth ECE.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_folds: int = Field(ge=2)
+    seed: int
+    n: int = Field(ge=0)
+    n_correct: int = Field(ge=0)
+    auroc: float | None = Field(None, ge=0.0, le=1.0)
+    ece: float = Field(ge=0.0, le=1.0)
+    smooth_ece: float = Field(ge=0.0, le=1.0)
+
+
+@dataclass(frozen=True)
+class FusedPrediction:
+    """What a fused mapping made of some rows of feature values.
+
+    Attributes:
+        probability: P(correct) per row; NaN where no model had any of its features.
+        model: the index of the model used per row (into ``FusedMapping.models``), -1 for none.
+        imputed: ``(rows, features)``: the features read as their training mean.
+    """
+
+    probability: np.ndarray
+    model: np.ndarray
+    imputed: np.ndarray
+
+
+class FusedMapping(BaseModel):
+    """A logistic regression over several scores, with sub-models for calls that lack some.
+
+    See the module docstring. ``models[0]`` reads every feature; each other
+    model reads a subset of them.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["fused"] = "fused"
+    models: list[LogisticModel] = Field(min_length=1)
+    clip: float = Field(5.0, gt=0.0, allow_inf_nan=False)
+    held_out: HeldOutMetrics | None = None
+
+    @model_validator(mode="after")
+    def _sub_models(self) -> FusedMapping:
+        full = set(self.models[0].features)
+        seen: set[frozenset[str]] = set()
+        for index, model in enumerate(self.models):
+            extra = set(model.features) - full
+            if extra:
+                raise ValueError(
+                    f"models[{index}] reads {sorted(extra)}, which models[0] does not; "
+                    "a sub-model reads a subset of the full model's features"
+                )
+            key = frozenset(model.features)
+            if key in seen:
+                raise ValueError(f"models[{index}] repeats the feature set of an earlier model")
+            seen.add(key)
+        return self
+
+    @property
+    def features(self) -> list[str]:
+        """Every feature the mapping reads, in column order (those of ``models[0]``)."""
+        return list(self.models[0].features)
+
+    def predict(self, table: Any) -> FusedPrediction:
+        """P(correct) for rows of feature values in ``features`` order (NaN or inf = missing).
+
+        Each row uses the first model whose features it has; a row with none
+        complete uses the model missing the fewest (the earlier on a tie)
+        with its missing features imputed; a row without any feature of that
+        model gets NaN.
+        """
+        values = np.asarray(table, dtype=float)
+        if values.ndim != 2 or values.shape[1] != len(self.features):
+            raise ConfigurationError(
+                f"a fused calibrator needs rows of {len(self.features)} feature values "
+                f"({', '.join(self.features)}), got shape {values.shape}"
+            )
+        present = np.isfinite(values)
+        column = {name: i for i, name in enumerate(self.features)}
+        columns = [np.array([column[f] for f in m.features]) for m in self.models]
+        n = values.shape[0]
+        choice = np.full(n, -1)
+        for index, cols in enumerate(columns):
+            choice[(choice < 0) & present[:, cols].all(axis=1)] = index
+        if (choice < 0).any():
+            usable = np.stack([present[:, cols].any(axis=1) for cols in columns], axis=1)
+            missing = np.stack([(~present[:, cols]).sum(axis=1) for cols in columns], axis=1)
+            best = np.where(usable, missing, np.iinfo(np.int64).max).argmin(axis=1)
+            pick = (choice < 0) & usable[np.arange(n), best]
+            choice[pick] = best[pick]
+        probability = np.full(n, np.nan)
+        imputed = np.zeros(values.shape, dtype=bool)
+        for index, cols in enumerate(columns):
+            rows = np.flatnonzero(choice == index)
+            if rows.size:
+                block = values[np.ix_(rows, cols)]
+                probability[rows] = self.models[index].probability(block, self.clip)
+                imputed[np.ix_(rows, cols)] = ~np.isfinite(block)
+        return FusedPrediction(probability=probability, model=choice, imputed=imputed)
+
+
+@dataclass(frozen=True)
+class CalibratedConfidence:
+    """A calibrator's reading of one call.
+
+    Attributes:
+        probability: the fitted P(correct), or None when the calibrator does
+            not apply to this call (``note`` says why).
+        note: why it does not apply, or what it had to impute (then the
+            report is marked degraded); empty when all went as fitted.
+    """
+
+    probability: float | None
+    note: str = ""
+
+
+def feature_values(
+    scores: Mapping[str, float | None],
+    features: Sequence[str],
+    *,
+    confidence: float | None = None,
+    missing: frozenset[str] = frozenset(),
+) -> np.ndarray:
+    """One row of a fused calibrator's features: scores as confidences, NaN where missing.
+
+    Args:
+        scores: a report's (or an eval record's) ``scores``.
+        features: score names, or ``guard_confidence`` for ``confidence``.
+        confidence: the guard's label-free confidence.
+        missing: features to read as missing whatever their value.
+    """
+    row = np.full(len(features), np.nan)
+    for i, name in enumerate(features):
+        if name in missing:
+            continue
+        value = confidence if name == GUARD_CONFIDENCE else scores.get(name)
+        if value is None or not math.isfinite(value):
+            continue
+        row[i] = value if name == GUARD_CONFIDENCE else score_as_confidence(name, value)
+    return row
+
+
+class Calibrator(BaseModel):
+    """A fitted map from a guard's confidence (or scores) to P(correct), as saved in JSON.
+
+    Attributes:
+        version: the file format: 1 for a Platt or isotonic map, 2 for a fused
+            one (filled in when not given).
         method: the scorer whose confidence it was fitted on (``inv_entropy``,
-            ``degree``, ...); the engine applies it only to reports of that
-            method. None = any.
+            ``degree``, ...); the engine applies a Platt or isotonic map only
+            to reports of that method. For a fused map: the scorer behind the
+            training records' confidence (see the module docstring). None = any.
         score: when set, the map reads this entry of the report's ``scores``
             (e.g. ``"gnll"`` or ``"inv_entropy"``, uncertainties negated: see
             :func:`uq_guard.report.score_as_confidence`) instead of the
             label-free ``confidence``; its input is then any real number.
             This is how the best-ranking score of an eval run becomes the
             guard's P(correct). None = the guard's own confidence, in [0, 1].
-        mapping: the Platt or isotonic map.
+            Always None for a fused map, which names its own features.
+        mapping: the Platt, isotonic or fused map.
         n_fitted / n_correct: the labelled pairs it was fitted on.
         risk_control: an optional risk-controlled threshold on the calibrated scale.
+        fitted_with: the eval settings it was fitted under (keys of
+            :data:`FITTED_WITH_KEYS`, JSON values), or None when unknown.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     format: Literal["uq_guard.calibration"] = CALIBRATION_FORMAT
-    version: int = CALIBRATION_VERSION
+    version: int = _SINGLE_VERSION
     method: str | None = None
     score: str | None = None
-    mapping: PlattMapping | IsotonicMapping = Field(discriminator="kind")
+    mapping: PlattMapping | IsotonicMapping | FusedMapping = Field(discriminator="kind")
     n_fitted: int = Field(0, ge=0)
     n_correct: int = Field(0, ge=0)
     risk_control: RiskControl | None = None
+    fitted_with: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_version(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "version" not in data:
+            mapping = data.get("mapping")
+            kind = (
+                mapping.get("kind") if isinstance(mapping, dict) else getattr(mapping, "kind", "")
+            )
+            if kind == "fused":
+                return {**data, "version": _FUSED_VERSION}
+        return data
 
     @field_validator("version")
     @classmethod
     def _known_version(cls, value: int) -> int:
-        if value != CALIBRATION_VERSION:
+        if not _SINGLE_VERSION <= value <= CALIBRATION_VERSION:
             raise ValueError(
                 f"calibration format version {value} is not supported; this uq_guard reads "
-                f"version {CALIBRATION_VERSION} (refit with this version, or upgrade uq-guard)"
+                f"versions {_SINGLE_VERSION} to {CALIBRATION_VERSION} (refit with this version, "
+                "or upgrade uq-guard)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _fused_fields(self) -> Calibrator:
+        if isinstance(self.mapping, FusedMapping):
+            if self.version < _FUSED_VERSION:
+                raise ValueError(f"a fused mapping needs format version {_FUSED_VERSION}")
+            if self.score is not None:
+                raise ValueError("a fused mapping names its features; score must be null")
+        return self
 
     @property
     def kind(self) -> str:
         return self.mapping.kind
+
+    @property
+    def fused(self) -> bool:
+        """True for a fused map (read it with :meth:`calibrate`, not :meth:`apply`)."""
+        return isinstance(self.mapping, FusedMapping)
 
     @overload
     def apply(self, confidence: float) -> float: ...
@@ -185,15 +586,111 @@ class Calibrator(BaseModel):
         With ``score`` set, the input is that score as a confidence (any real).
 
         Raises:
-            ConfigurationError: NaN or infinite input, or (``score`` unset) a
-                confidence outside [0, 1].
+            ConfigurationError: NaN or infinite input, (``score`` unset) a
+                confidence outside [0, 1], or a fused map (it reads several
+                scores: use :meth:`calibrate` or ``mapping.predict``).
         """
+        mapping = self.mapping
+        if isinstance(mapping, FusedMapping):
+            raise ConfigurationError(
+                "a fused calibrator reads several scores "
+                f"({', '.join(mapping.features)}), not one confidence; use "
+                "Calibrator.calibrate(scores, confidence=...) or mapping.predict(rows)"
+            )
         unit = self.score is None
         if np.ndim(confidence) == 0:
-            value = as_confidence([confidence], unit=unit)
-            return float(np.clip(self.mapping.apply(value), 0.0, 1.0)[0])
-        values = as_confidence(confidence, unit=unit)
-        return np.clip(self.mapping.apply(values), 0.0, 1.0)
+            value = _checked_input([confidence], unit=unit)
+            return float(np.clip(mapping.apply(value), 0.0, 1.0)[0])
+        values = _checked_input(confidence, unit=unit)
+        return np.clip(mapping.apply(values), 0.0, 1.0)
+
+    def calibrate(
+        self,
+        scores: Mapping[str, float | None],
+        *,
+        confidence: float | None = None,
+        method: str | None = None,
+    ) -> CalibratedConfidence:
+        """P(correct) for one call from what its report holds, or why there is none.
+
+        Args:
+            scores: the call's ``scores`` (raw: uncertainties as uncertainties).
+            confidence: its label-free confidence.
+            method: the scorer behind ``confidence``.
+        """
+        mapping = self.mapping
+        if isinstance(mapping, FusedMapping):
+            return self._calibrate_fused(mapping, scores, confidence, method)
+        if self.score is not None:
+            value = scores.get(self.score)
+            if value is None or not math.isfinite(value):
+                return CalibratedConfidence(
+                    None, f"calibration reads score {self.score!r}, which this call lacks"
+                )
+            return CalibratedConfidence(self.apply(score_as_confidence(self.score, value)))
+        if self.method is not None and method is not None and method != self.method:
+            return CalibratedConfidence(
+                None,
+                f"calibration was fitted on {self.method!r} confidence but this call's "
+                f"confidence came from {method!r}",
+            )
+        if confidence is None:
+            return CalibratedConfidence(None, "no confidence to calibrate")
+        return CalibratedConfidence(self.apply(confidence))
+
+    def _calibrate_fused(
+        self,
+        mapping: FusedMapping,
+        scores: Mapping[str, float | None],
+        confidence: float | None,
+        method: str | None,
+    ) -> CalibratedConfidence:
+        other_path = self.method is not None and method is not None and method != self.method
+        row = feature_values(
+            scores,
+            mapping.features,
+            confidence=confidence,
+            missing=FEATURE_GROUPS["perturbations"] if other_path else frozenset(),
+        )
+        prediction = mapping.predict(row[None, :])
+        if prediction.model[0] < 0:
+            return CalibratedConfidence(
+                None,
+                f"fused calibration reads {', '.join(mapping.features)}; this call has none of "
+                "them",
+            )
+        imputed = [
+            f for f, flag in zip(mapping.features, prediction.imputed[0], strict=True) if flag
+        ]
+        note = ""
+        if imputed:
+            which = "its training mean" if len(imputed) == 1 else "their training means"
+            note = f"fused calibration: {', '.join(imputed)} missing, imputed {which}"
+        return CalibratedConfidence(float(prediction.probability[0]), note)
+
+    def settings_note(self, settings: Mapping[str, Any]) -> str:
+        """What a guard with ``settings`` does differently from the runs this was fitted on.
+
+        Compares each ``fitted_with`` key that ``settings`` (a guard's
+        settings, e.g. ``dict(config)``) also has, except ``system``, which a
+        guard cannot see. Returns an informational sentence naming each
+        difference, or ``""`` when none differs or ``fitted_with`` is unknown.
+        """
+        if not self.fitted_with:
+            return ""
+        differ = [
+            (key, fitted, settings[key])
+            for key, fitted in self.fitted_with.items()
+            if key != "system" and key in settings and not _same_setting(fitted, settings[key])
+        ]
+        if not differ:
+            return ""
+        fitted_text = ", ".join(f"{key}={_show_setting(v)}" for key, v, _ in differ)
+        used_text = ", ".join(f"{key}={_show_setting(v)}" for key, _, v in differ)
+        return (
+            f"calibration fitted with {fitted_text}; this guard uses {used_text}: "
+            "its P(correct) may be off"
+        )
 
     def with_risk_control(self, control: RiskControl) -> Calibrator:
         """A copy carrying ``control`` (computed on this calibrator's output)."""
@@ -258,6 +755,26 @@ def resolve_calibration(value: str | Path | Calibrator | None) -> Calibrator | N
     return load_calibration(value)
 
 
+def _same_setting(fitted: Any, used: Any) -> bool:
+    if callable(used):  # a custom function: run.json holds its repr, never equal to a name
+        return fitted == repr(used)
+    numbers = (int, float)
+    if (
+        isinstance(fitted, numbers)
+        and isinstance(used, numbers)
+        and not isinstance(fitted, bool)
+        and not isinstance(used, bool)
+    ):
+        return math.isclose(fitted, used, rel_tol=1e-9, abs_tol=1e-12)
+    return bool(fitted == used)
+
+
+def _show_setting(value: Any) -> str:
+    if callable(value):
+        return getattr(value, "__qualname__", None) or getattr(value, "__name__", repr(value))
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -267,95 +784,7 @@ def _describe(exc: ValidationError) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Fitting
-# ---------------------------------------------------------------------------
-
-
-def fit_platt(
-    confidence: Any, correct: Any, *, method: str | None = None, score: str | None = None
-) -> Calibrator:
-    """Platt scaling: a logistic curve in the confidence, fitted by maximum likelihood.
-
-    Uses Platt's (1999) smoothed targets, ``(N+ + 1) / (N+ + 2)`` for right
-    and ``1 / (N- + 2)`` for wrong answers, instead of 1 and 0, so the fit
-    stays finite when the score separates the classes perfectly and is
-    defined on one class (then a constant near that class's rate). No other
-    regularisation. A negative slope means the score is anti-informative;
-    it is kept, since it is the fitted P(correct). ``method`` and ``score``:
-    see :class:`Calibrator`.
-
-    Raises:
-        ConfigurationError: bad input, or confidences outside [0, 1] without ``score``.
-        MissingDependencyError: scikit-learn is not installed.
-    """
-    import_sklearn("fitting a Platt calibrator")
-    from sklearn.linear_model import LogisticRegression
-
-    conf, corr = as_pair(confidence, correct, unit=score is None)
-    n_right = corr.sum()
-    target = np.where(corr == 1.0, (n_right + 1) / (n_right + 2), 1 / (conf.size - n_right + 2))
-    # a soft target t is a row labelled 1 with weight t plus a row labelled 0 with weight 1 - t
-    features = np.concatenate([conf, conf])[:, None]
-    labels = np.concatenate([np.ones_like(conf), np.zeros_like(conf)])
-    weights = np.concatenate([target, 1.0 - target])
-    model = LogisticRegression(C=np.inf, max_iter=1000, tol=1e-10)
-    model.fit(features, labels, sample_weight=weights)
-    mapping = PlattMapping(slope=float(model.coef_[0, 0]), intercept=float(model.intercept_[0]))
-    return Calibrator(
-        method=method, score=score, mapping=mapping, n_fitted=conf.size, n_correct=int(n_right)
-    )
-
-
-def fit_isotonic(
-    confidence: Any, correct: Any, *, method: str | None = None, score: str | None = None
-) -> Calibrator:
-    """Isotonic calibration: the non-decreasing map that best fits the 0/1 outcomes (PAVA).
-
-    Between knots it interpolates linearly and outside them it stays flat,
-    exactly as scikit-learn's ``IsotonicRegression(out_of_bounds="clip")``
-    predicts. On one class it is the constant 0 or 1. ``method`` and
-    ``score``: see :class:`Calibrator`.
-
-    Raises:
-        ConfigurationError: bad input, or confidences outside [0, 1] without ``score``.
-        MissingDependencyError: scikit-learn is not installed.
-    """
-    import_sklearn("fitting an isotonic calibrator")
-    from sklearn.isotonic import IsotonicRegression
-
-    conf, corr = as_pair(confidence, correct, unit=score is None)
-    iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
-    iso.fit(conf, corr)
-    mapping = IsotonicMapping(
-        x=[float(v) for v in iso.X_thresholds_], y=[float(v) for v in iso.y_thresholds_]
-    )
-    return Calibrator(
-        method=method, score=score, mapping=mapping, n_fitted=conf.size, n_correct=int(corr.sum())
-    )
-
-
-def fit_calibrator(
-    confidence: Any,
-    correct: Any,
-    kind: Literal["platt", "isotonic"] = "isotonic",
-    *,
-    method: str | None = None,
-    score: str | None = None,
-) -> Calibrator:
-    """Fit a ``"platt"`` or ``"isotonic"`` calibrator (see :func:`fit_platt`, :func:`fit_isotonic`).
-
-    Raises:
-        ConfigurationError: unknown ``kind`` or bad input.
-    """
-    if kind == "platt":
-        return fit_platt(confidence, correct, method=method, score=score)
-    if kind == "isotonic":
-        return fit_isotonic(confidence, correct, method=method, score=score)
-    raise ConfigurationError(f"unknown calibrator kind {kind!r}; choose 'platt' or 'isotonic'")
-
-
-# ---------------------------------------------------------------------------
-# Risk control
+# Risk control (the threshold is fitted in uq_guard.evaluation.calibrators)
 # ---------------------------------------------------------------------------
 
 
@@ -376,103 +805,3 @@ def clopper_pearson_upper(n_errors: int, n: int, delta: float) -> float:
     if n_errors >= n:
         return 1.0
     return float(beta.ppf(1.0 - delta, n_errors + 1, n - n_errors))
-
-
-def risk_controlled_threshold(
-    confidence: Any, correct: Any, *, alpha: float, delta: float = 0.1
-) -> RiskControl:
-    """The most permissive abstention threshold whose answered error rate is bounded by ``alpha``.
-
-    For each candidate threshold ``t`` (the distinct confidences, answering
-    ``confidence >= t``), the Clopper–Pearson upper bound at level ``delta``
-    on the error rate among the answered is computed (ALGORITHMS.md §6). The
-    candidates are tested from the strictest to the most permissive, starting
-    at the first that answers enough questions to pass at all
-    (``n >= log(delta) / log(1 - alpha)``), and the scan stops at the first
-    one whose bound exceeds ``alpha``; the last one that passed is returned.
-
-    Why stop at the first failure rather than take the most permissive
-    threshold that passes anywhere: that is fixed-sequence testing (as in
-    Learn-then-Test, Angelopoulos et al. 2021), which keeps the promise
-    *P(true answered error rate > alpha) <= delta* with no correction for the
-    many thresholds tried. Picking the best of all thresholds is not valid:
-    with an uninformative score whose error rate is just above alpha, some
-    threshold passes by chance far more often than ``delta`` (about 30% of
-    the time instead of 10% in our tests). When the bound crosses alpha once,
-    the typical case, both rules give the same threshold.
-
-    Compute it on the scale the guard will act on: on the calibrated
-    confidence (``calibrator.apply(confidence)``) when the guard loads a
-    calibration file, on held-out data or at least data the calibrator's
-    ordering does not depend on (a monotone calibrator keeps the order).
-
-    Args:
-        confidence: higher = more trusted.
-        correct: 0/1 labels.
-        alpha: target error rate among answered questions, in (0, 1).
-        delta: allowed failure probability, in (0, 1).
-
-    Returns:
-        the threshold and the coverage it buys, or ``feasible=False`` with the
-        reason when no threshold qualifies.
-
-    Raises:
-        ConfigurationError: bad input or ``alpha``/``delta`` outside (0, 1).
-    """
-    if not 0.0 < alpha < 1.0:
-        raise ConfigurationError(f"alpha must be in (0, 1), got {alpha}")
-    if not 0.0 < delta < 1.0:
-        raise ConfigurationError(f"delta must be in (0, 1), got {delta}")
-    conf, corr = as_pair(confidence, correct)
-    curve = risk_coverage_curve(conf, corr)
-    wrong, kept = curve.n_errors, curve.n_answered
-    bounds = np.where(  # clopper_pearson_upper, for every candidate at once
-        wrong >= kept,
-        1.0,
-        beta.ppf(1.0 - delta, wrong + 1, np.maximum(kept - wrong, 1)),
-    )
-    needed = math.ceil(math.log(delta) / math.log(1.0 - alpha))
-    start = int(np.searchsorted(curve.n_answered, needed))
-    common = {"alpha": alpha, "delta": delta, "n": conf.size}
-
-    if start >= len(bounds) or bounds[start] > alpha:
-        if start >= len(bounds):
-            why = (
-                f"even with no errors, {needed} answered questions are needed to bound the error "
-                f"rate by {alpha:g} at delta={delta:g}, and there are only {conf.size}"
-            )
-        else:
-            why = (
-                f"the strictest usable threshold ({curve.threshold[start]:.4g}, answering "
-                f"{curve.n_answered[start]}) has {curve.n_errors[start]} errors, error bound "
-                f"{bounds[start]:.3f} > alpha={alpha:g}"
-            )
-        return RiskControl(
-            **common,
-            feasible=False,
-            threshold=None,
-            coverage=0.0,
-            n_answered=0,
-            n_errors=0,
-            error_rate=0.0,
-            error_upper_bound=1.0,
-            reason=f"no threshold qualifies: {why}; abstain on everything, or relax alpha/delta",
-        )
-    fails = np.flatnonzero(bounds[start:] > alpha)
-    last = start + (int(fails[0]) - 1 if fails.size else len(bounds) - start - 1)
-    answered, errors = int(curve.n_answered[last]), int(curve.n_errors[last])
-    return RiskControl(
-        **common,
-        feasible=True,
-        threshold=float(curve.threshold[last]),
-        coverage=answered / conf.size,
-        n_answered=answered,
-        n_errors=errors,
-        error_rate=errors / answered,
-        error_upper_bound=float(bounds[last]),
-        reason=(
-            f"answering confidence >= {curve.threshold[last]:.4g} covers {answered}/{conf.size} "
-            f"questions with {errors} errors; error rate <= {alpha:g} with probability >= "
-            f"{1 - delta:g}"
-        ),
-    )

@@ -39,6 +39,14 @@ DEFAULT_REFUSAL = (
 class GuardConfig(BaseModel):
     """How a guarded call samples, scores and decides.
 
+    ``threshold`` acts on one scale on every path (ALGORITHMS §2.9): with
+    ``calibration`` the confidence is a fitted P(correct); without, it is
+    label-free, near 1 when the answers agree and near 0 when they are
+    unrelated, from Inv-Entropy when perturbed prompts were answered, else
+    (``perturbation="none"``, ``n_perturbations=0``, none answered) from how
+    much the reply and the prompt's own samples agree. With no sample back
+    there is no confidence (None) and no policy acts.
+
     Cost: a call makes one reply request and ``n_perturbations + 1`` sample
     requests of ``n_samples`` answers each, plus one paraphrase request with
     ``perturbation="paraphrase"`` (or ``"gaap+paraphrase"``), and one
@@ -120,6 +128,18 @@ class GuardConfig(BaseModel):
     )
     gaap_min_fidelity: float = Field(
         0.5, ge=0.0, le=1.0, description="Variants less similar to the prompt are dropped."
+    )
+    gaap_edits: Literal["preserving", "paper"] = Field(
+        "preserving",
+        description="preserving = never edit the words an answer depends on (operators, "
+        "numbers, relation words, names), WordNet synonyms of the sense that fits the prompt "
+        "only, delete only filler words; paper = the published GAAP (any sense, hypernyms, "
+        "hyponyms, deletion).",
+    )
+    gaap_frames: bool = Field(
+        True,
+        description="Add meaning-neutral edits (instruction frames, closings, punctuation "
+        "and casing) to GAAP's operators.",
     )
     gaap_lexicon: GAAPLexicon = Field(
         "auto",

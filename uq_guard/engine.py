@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from uq_guard.backend import (
     Usage,
     is_backend,
 )
-from uq_guard.calibration import resolve_calibration
+from uq_guard.calibration import CalibratedConfidence, resolve_calibration
 from uq_guard.config import GuardConfig
 from uq_guard.embeddings import Embedder, shared_embedder
 from uq_guard.perturb import (
@@ -57,7 +56,7 @@ from uq_guard.perturb import (
     default_lexicon,
 )
 from uq_guard.policies import best_supported, planned_decision
-from uq_guard.report import Cost, Decision, UncertaintyReport, score_as_confidence
+from uq_guard.report import Cost, Decision, UncertaintyReport
 from uq_guard.scoring.suite import SampleScores, score_samples
 from uq_guard.scoring.verbalized import VERBALIZED_SCORE, read_verbalized, verbalized_request
 
@@ -167,6 +166,11 @@ class Guard:
         self._embedder = embedder
         self.perturber = perturber or self._default_perturber(backend)
         self.calibrator = resolve_calibration(self.config.calibration)
+        # a calibration fitted under other sampling or scoring settings still applies, but
+        # every report says so: its P(correct) was learnt on other score distributions
+        self._calibration_note = (
+            self.calibrator.settings_note(dict(self.config)) if self.calibrator else ""
+        )
 
     @property
     def embedder(self) -> Embedder:
@@ -200,7 +204,11 @@ class Guard:
                 cfg.gaap_lexicon,
                 backend=self._retrying(backend),
                 user_substitutions=cfg.gaap_substitutions,
+                embedder=lambda: self.embedder,
+                sense="context" if cfg.gaap_edits == "preserving" else "any",
             ),
+            edits=cfg.gaap_edits,
+            frames=cfg.gaap_frames,
             key_ratio=cfg.gaap_key_ratio,
             max_generations=cfg.gaap_max_generations,
             max_population=cfg.gaap_max_population,
@@ -246,12 +254,11 @@ class Guard:
         scored = assessment.scored
 
         notes = [*perturbation.notes, *assessment.notes]
-        confidence = scored.confidence
-        if confidence is None:
-            decision: Decision = "answer"
+        if self._calibration_note:
+            notes.append(self._calibration_note)
+        if scored.confidence is None:
             notes.append("no uncertainty estimate: the reply is returned as it is")
-        else:
-            decision = planned_decision(cfg.policy, confidence, cfg.threshold)
+        decision: Decision = planned_decision(cfg.policy, scored.confidence, cfg.threshold)
 
         text = reply_text
         original_reply = None
@@ -482,41 +489,40 @@ class Guard:
         """The confidence the policy would act on, without touching ``scored``."""
         if not calibrate or self.calibrator is None:
             return scored.confidence
-        value, _ = self._calibration_input(scored)
-        return scored.confidence if value is None else self.calibrator.apply(value)
+        reading = self._calibration_input(scored)
+        return scored.confidence if reading.probability is None else reading.probability
 
     def _calibrate(self, scored: SampleScores, notes: list[str]) -> float | None:
         """Replace ``scored.confidence`` by the calibrator's P(correct); the raw value, or None.
 
         Only the guarded model's own scores are calibrated (the fallback is
-        another model), and only when the calibrator was fitted on the same
-        scorer: a map fitted on Inv-Entropy's confidence says nothing about Degree's.
+        another model). A Platt or isotonic map of the confidence applies only
+        when it was fitted on the same scorer: a map fitted on Inv-Entropy's
+        confidence says nothing about Degree's. A fused calibrator picks the
+        sub-model fitted for the scores this call has; when it had to impute
+        one, the note says so.
         """
         if self.calibrator is None or scored.confidence is None:
             return None
-        value, why_not = self._calibration_input(scored)
-        if value is None:
-            notes.append(f"{why_not}; confidence left uncalibrated")
+        reading = self._calibration_input(scored)
+        if reading.probability is None:
+            notes.append(f"{reading.note}; confidence left uncalibrated")
             return None
+        if reading.note:
+            notes.append(reading.note)
         raw = scored.confidence
-        scored.confidence = self.calibrator.apply(value)
+        scored.confidence = reading.probability
         return raw
 
-    def _calibration_input(self, scored: SampleScores) -> tuple[float | None, str]:
-        """What the calibrator reads from this call (the confidence or a score), or why nothing."""
-        calibrator = self.calibrator
-        assert calibrator is not None
-        if calibrator.score is not None:
-            value = scored.scores.get(calibrator.score)
-            if value is None or not math.isfinite(value):
-                return None, f"calibration reads score {calibrator.score!r}, which this call lacks"
-            return score_as_confidence(calibrator.score, value), ""
-        if calibrator.method is not None and calibrator.method != scored.method:
-            return None, (
-                f"calibration was fitted on {calibrator.method!r} confidence but this call's "
-                f"confidence came from {scored.method!r}"
+    def _calibration_input(self, scored: SampleScores) -> CalibratedConfidence:
+        """The calibrator's reading of this call's confidence and scores: P(correct), or why not."""
+        assert self.calibrator is not None
+        try:
+            return self.calibrator.calibrate(
+                scored.scores, confidence=scored.confidence, method=scored.method
             )
-        return scored.confidence, ""
+        except ConfigurationError as exc:  # a value the map refuses must not lose the reply
+            return CalibratedConfidence(None, f"calibration failed: {exc}")
 
     async def _run_fallback(
         self, conversation: tuple[Message, ...], prompt: str, perturbation: PerturbationResult
@@ -562,8 +568,9 @@ def _report(
     scored = assessment.scored
     has_estimate = scored.confidence is not None
     return UncertaintyReport(
-        confidence=scored.confidence if has_estimate else 0.0,
-        uncertainty=float(scored.uncertainty) if has_estimate else 0.0,
+        # no estimate is None, not 0.0: a 0.0 would read as "sure it is wrong"
+        confidence=scored.confidence,
+        uncertainty=float(scored.uncertainty) if has_estimate else None,
         method=scored.method,
         scores=scored.scores,
         decision=decision,

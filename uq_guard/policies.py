@@ -10,7 +10,9 @@
   original prompt that the other samples support most, when it is not the
   reply already.
 
-Every policy acts only when ``confidence < threshold``.
+Every policy acts only when ``confidence < threshold``. With no estimate
+(``confidence`` None) no policy acts: the reply passes, and the report says
+why (never worse than no guard).
 """
 
 from __future__ import annotations
@@ -22,15 +24,16 @@ import numpy as np
 from uq_guard.report import Decision
 
 
-def wants_action(confidence: float, threshold: float) -> bool:
-    """True when the reply is not trusted enough to pass as it is."""
-    return confidence < threshold
+def wants_action(confidence: float | None, threshold: float) -> bool:
+    """True when the reply is not trusted enough to pass as it is (never without an estimate)."""
+    return confidence is not None and confidence < threshold
 
 
-def planned_decision(policy: str, confidence: float, threshold: float) -> Decision:
+def planned_decision(policy: str, confidence: float | None, threshold: float) -> Decision:
     """The decision a policy takes before any fallback or best-of work is done.
 
-    ``raise`` maps to ``abstain`` (the adapter raises instead of returning).
+    ``raise`` maps to ``abstain`` (the adapter raises instead of returning);
+    a missing confidence (None) is always ``answer``.
     """
     if policy == "annotate" or not wants_action(confidence, threshold):
         return "answer"

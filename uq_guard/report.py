@@ -6,7 +6,7 @@ Its ``model_dump()`` is what the integrations attach to replies (LangChain's
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,7 +14,9 @@ Decision = Literal["answer", "abstain", "fallback", "best_of"]
 
 #: Scores in ``UncertaintyReport.scores`` where a *higher* value means *more*
 #: confidence; every other score is an uncertainty (higher = less sure).
-CONFIDENCE_LIKE_SCORES = frozenset({"max_output_mass", "verbalized_confidence"})
+CONFIDENCE_LIKE_SCORES = frozenset(
+    {"max_output_mass", "verbalized_confidence", "reply_agreement", "reply_agreement_perturbed"}
+)
 
 
 def score_as_confidence(name: str, value: float) -> float:
@@ -35,10 +37,20 @@ class UncertaintyReport(BaseModel):
     """The uncertainty of one reply and what the policy did with it.
 
     Attributes:
-        confidence: 0..1, higher = trust the reply more.
-        uncertainty: the primary method's raw uncertainty (higher = less sure).
-        method: the scorer that gave ``confidence`` (``inv_entropy`` normally,
-            ``degree`` when there were no perturbations).
+        confidence: 0..1, higher = trust the reply more, on one scale whatever
+            the path (ALGORITHMS §2.9): a fitted P(correct) when
+            ``calibrated``; otherwise label-free, near 1 when every answer
+            agrees and near 0 when they are unrelated, from Inv-Entropy
+            (``method="inv_entropy"``) or, without perturbed prompts
+            answered, from how much the reply and the samples of the prompt
+            agree (``method="degree"``). None when there is no estimate
+            (no sample came back): the reply passes and ``degraded`` says why.
+        uncertainty: the primary method's raw uncertainty (higher = less sure):
+            ``scores["inv_entropy"]`` or ``scores["degree"]``; None with no estimate.
+        method: the scorer that gave ``confidence``: ``inv_entropy``,
+            ``degree`` (no perturbations, ``perturbation="none"`` or
+            ``n_perturbations=0``, or none of them answered) or
+            ``unavailable`` (no estimate).
         scores: every scorer that ran, by name (uncertainties except those in
             ``CONFIDENCE_LIKE_SCORES``).
         decision: what was returned: the reply, an abstention, a fallback
@@ -70,8 +82,8 @@ class UncertaintyReport(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    confidence: float = Field(ge=0.0, le=1.0)
-    uncertainty: float
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)] | None
+    uncertainty: float | None
     method: str
     scores: dict[str, float] = Field(default_factory=dict)
     decision: Decision = "answer"

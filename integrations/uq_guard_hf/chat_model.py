@@ -34,13 +34,15 @@ from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr, field_validat
 
 from uq_guard._exceptions import ConfigurationError, MissingDependencyError
 from uq_guard.backend import Generation, GenerationRequest, Message, Usage
+from uq_guard.calibration import load_calibration
+from uq_guard.config import GuardConfig
 from uq_guard.embeddings import pick_device
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["HuggingFaceChatModel"]
+__all__ = ["DEFAULT_CALIBRATION", "HuggingFaceChatModel", "shipped_guard_defaults"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,41 @@ _SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
 _SUPPORTED_ROLES = ("system", "user", "assistant", "tool")
 # LangChain passes these tracing hints to every model; they are not generation options.
 _IGNORED_CALL_OPTION_PREFIX = "ls_"
+
+DEFAULT_CALIBRATION = (
+    Path(__file__).resolve().parent / "calibrations" / "smollm2-135m-instruct.json"
+)
+"""The calibration fitted for the bundled SmolLM2-135M-Instruct, shipped in the wheel."""
+
+
+def shipped_guard_defaults(path: str | Path | None = None) -> dict[str, Any]:
+    """The guard settings that go with a shipped calibration file.
+
+    Args:
+        path: the calibration file; :data:`DEFAULT_CALIBRATION` when None.
+
+    Returns:
+        ``{"calibration": "<path>", **settings}``, ``settings`` being the
+        :class:`~uq_guard.GuardConfig` settings the file was fitted under
+        (its ``fitted_with``), so that a guard over the model samples as the
+        calibration expects; ``{}`` when the file is absent, or unusable
+        (logged): the model is then guarded uncalibrated, as any other.
+    """
+    source = DEFAULT_CALIBRATION if path is None else Path(path)
+    if not source.is_file():
+        return {}
+    try:
+        calibrator = load_calibration(source)
+        fitted = {
+            key: value
+            for key, value in (calibrator.fitted_with or {}).items()
+            if key in GuardConfig.model_fields and key != "calibration"
+        }
+        GuardConfig(calibration=calibrator, **fitted)  # settings a guard will accept
+    except ConfigurationError as exc:
+        logger.warning("shipped calibration %s not used: %s", source, exc)
+        return {}
+    return {"calibration": str(source), **fitted}
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -229,6 +266,11 @@ class HuggingFaceChatModel(BaseChatModel):
             ``seed_offset``, so that the rounds of an adaptive call differ).
         logprobs: put per-token log-probabilities in the
             ``response_metadata["logprobs"]`` of LangChain replies.
+        guard_defaults: :class:`~uq_guard.GuardConfig` settings a guard over
+            this model starts from (``uq_guard.guard`` and
+            ``GuardedChatModel`` apply them under the user's own settings).
+            :meth:`default` fills it with the calibration shipped for
+            SmolLM2 and the settings it was fitted under; empty otherwise.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -246,6 +288,8 @@ class HuggingFaceChatModel(BaseChatModel):
     )
     seed: int | None = None
     logprobs: bool = False
+    # not a generation setting: kept out of dumps (and so of LangChain's cache keys)
+    guard_defaults: dict[str, Any] = Field(default_factory=dict, exclude=True)
 
     _runtime: _ModelRuntime = PrivateAttr(default_factory=_ModelRuntime)
 
@@ -324,15 +368,23 @@ class HuggingFaceChatModel(BaseChatModel):
     def default(cls, **kwargs: Any) -> HuggingFaceChatModel:
         """Load SmolLM2-135M-Instruct, provisioning it on first use.
 
+        The model carries the calibration fitted for it
+        (:data:`DEFAULT_CALIBRATION`) in ``guard_defaults``, with the sampling
+        settings it was fitted under, so a guard over it reports a fitted
+        P(correct). Explicit guard settings win over these;
+        ``calibration=None`` turns the calibration off, and so does
+        ``guard_defaults={}`` here.
+
         Args:
             **kwargs: passed to :meth:`from_pretrained` (``device``,
-                ``max_new_tokens``, ``temperature``...).
+                ``max_new_tokens``, ``temperature``, ``guard_defaults``...).
 
         Returns:
             The model, weights loaded.
         """
         from uq_guard_hf.provision import default_model_path
 
+        kwargs.setdefault("guard_defaults", shipped_guard_defaults())
         return cls.from_pretrained(default_model_path(), **kwargs)
 
     def _load_locked(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

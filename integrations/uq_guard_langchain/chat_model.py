@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -46,7 +46,11 @@ class GuardedChatModel(BaseChatModel):
 
     Any :class:`~uq_guard.GuardConfig` setting may be passed as a keyword
     (``policy``, ``threshold``, ``n_perturbations``...), or a whole config as
-    ``guard_config``.
+    ``guard_config``. A model that carries ``guard_defaults`` (such as
+    ``HuggingFaceChatModel.default()``, with the calibration fitted for it)
+    has them applied under these: a keyword or a field set in
+    ``guard_config`` wins, and ``calibration=None`` turns a shipped
+    calibration off.
 
     Notes:
         * ``policy="raise"`` raises :class:`~uq_guard.UncertaintyAbstention`,
@@ -80,11 +84,19 @@ class GuardedChatModel(BaseChatModel):
         if "timeout" in data:  # LangChain's standard name for the per-call limit
             data["timeout_s"] = data.pop("timeout")
         settings = {k: data.pop(k) for k in list(data) if k in GuardConfig.model_fields}
-        if settings or not isinstance(data.get("guard_config"), GuardConfig):
-            base = data.get("guard_config")
-            if isinstance(base, dict):
-                base = GuardConfig.build(**base)
-            data["guard_config"] = GuardConfig.build(base, **settings)
+        base = data.get("guard_config")
+        if isinstance(base, dict):
+            base = GuardConfig.build(**base)
+        # the model's own defaults (a shipped calibration...) go under everything the user
+        # set: a keyword, or a field given to guard_config; an explicit None counts as set
+        explicit = set(settings) | (
+            base.model_fields_set if isinstance(base, GuardConfig) else set()
+        )
+        defaults = {
+            k: v for k, v in _guard_defaults(data.get("model")).items() if k not in explicit
+        }
+        if settings or defaults or not isinstance(data.get("guard_config"), GuardConfig):
+            data["guard_config"] = GuardConfig.build(base, **defaults, **settings)
         return data
 
     @model_validator(mode="after")
@@ -280,6 +292,16 @@ def _child_callbacks(
     manager.add_tags(run_manager.inheritable_tags)
     manager.add_metadata(run_manager.inheritable_metadata)
     return manager
+
+
+def _guard_defaults(model: Any) -> dict[str, Any]:
+    """The ``GuardConfig`` settings a model carries in ``guard_defaults`` (known keys only)."""
+    if not isinstance(model, Runnable):
+        return {}
+    defaults = getattr(_chat_model(model), "guard_defaults", None)
+    if not isinstance(defaults, Mapping):
+        return {}
+    return {k: v for k, v in defaults.items() if k in GuardConfig.model_fields}
 
 
 def _chat_model(model: Runnable) -> Runnable:

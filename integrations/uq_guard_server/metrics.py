@@ -30,7 +30,7 @@ class Metrics:
         )
         self.confidence = Histogram(
             "uq_guard_confidence",
-            "Confidence of guarded replies.",
+            "Confidence of guarded replies that had an estimate.",
             buckets=_CONFIDENCE_BUCKETS,
             registry=registry,
         )
@@ -55,7 +55,9 @@ class Metrics:
             self.decisions.labels("unguarded").inc()
             return
         self.decisions.labels(report.decision).inc()
-        self.confidence.observe(report.confidence)
+        # No estimate is not a confidence of 0: such replies count only as degraded.
+        if report.confidence is not None:
+            self.confidence.observe(report.confidence)
         self.upstream_calls.inc(report.cost.model_calls)
         if report.degraded:
             self.degraded.inc()

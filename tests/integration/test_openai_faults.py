@@ -221,6 +221,8 @@ def test_failing_samples_degrade_the_report_and_keep_the_reply(
     report = resp.uncertainty
     assert report.degraded and report.n_failed == 3 and report.n_samples == 0
     assert report.degraded_reasons
+    assert report.confidence is None and report.uncertainty is None
+    assert report.decision == "answer"
 
 
 def test_a_sample_that_times_out_degrades_the_report() -> None:

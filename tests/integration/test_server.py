@@ -212,8 +212,14 @@ def test_failed_samples_degrade_but_the_reply_comes_back(upstream: ScriptedUpstr
     )
     with proxy(upstream.base_url) as url:
         resp = openai_client(url).chat.completions.create(model=MODEL, messages=QUESTION)
+        metrics = httpx.get(f"{url}/metrics").text
     assert resp.choices[0].message.content == "Paris is the capital of France."
-    assert resp.model_extra["uncertainty"]["degraded"] is True
+    report = resp.model_extra["uncertainty"]
+    assert report["degraded"] is True
+    assert report["confidence"] is None and report["decision"] == "answer"
+    # no estimate is left out of the confidence histogram, not counted as 0
+    assert "uq_guard_confidence_count 0.0" in metrics
+    assert "uq_guard_degraded_total 1.0" in metrics
 
 
 def test_the_client_key_is_checked_when_configured(upstream: ScriptedUpstream) -> None:

@@ -17,6 +17,7 @@ from uq_guard.scoring import (
     semantic_volume,
     support,
 )
+from uq_guard.scoring.baselines import agreement_confidence
 
 GRAPH_SCORERS = (degree_uncertainty, eigv_uncertainty, eccentricity_uncertainty)
 
@@ -200,3 +201,44 @@ def test_invalid_similarity_is_named(scorer: object, matrix: np.ndarray, match: 
 def test_semantic_entropy_rejects_a_non_square_matrix() -> None:
     with pytest.raises(ConfigurationError, match="cosine must be a square"):
         semantic_entropy(np.ones((2, 3)), threshold=0.5)
+
+
+# -- agreement_confidence: the sample-only path on the label-free scale (§2.9 "One scale") --
+
+
+@pytest.mark.parametrize("m", [2, 3, 6])
+@pytest.mark.parametrize("unrelated", [0.0, 0.5])
+def test_agreement_confidence_spans_zero_to_one(m: int, unrelated: float) -> None:
+    assert agreement_confidence(np.ones((m, m)), unrelated) == pytest.approx(1.0)
+    assert agreement_confidence(equicorrelated(m, unrelated), unrelated) == pytest.approx(0.0)
+
+
+def test_agreement_confidence_can_fall_under_one_half_unlike_one_minus_degree() -> None:
+    # shifted cosine of unrelated answers is 0.5: 1 - Degree never goes under 0.5 + 0.5/m
+    apart = equicorrelated(5, 0.5)
+
+    assert 1.0 - degree_uncertainty(apart) == pytest.approx(0.6)
+    assert agreement_confidence(apart, 0.5) == pytest.approx(0.0)
+
+
+def test_agreement_confidence_rescales_the_mean_pairwise_similarity() -> None:
+    sim = np.array([[1.0, 0.9, 0.7], [0.9, 1.0, 0.5], [0.7, 0.5, 1.0]])  # mean pair 0.7
+
+    assert agreement_confidence(sim, 0.5) == pytest.approx((0.7 - 0.5) / 0.5)
+    assert agreement_confidence(sim, 0.0) == pytest.approx(0.7)
+    assert agreement_confidence(equicorrelated(4, 0.3), 0.5) == 0.0  # clipped, not negative
+
+
+def test_agreement_confidence_rises_as_answers_agree() -> None:
+    values = [agreement_confidence(equicorrelated(4, a), 0.5) for a in (0.5, 0.6, 0.8, 0.95)]
+
+    assert all(low < high for low, high in itertools.pairwise(values))
+
+
+def test_agreement_confidence_needs_a_pair() -> None:
+    assert agreement_confidence(np.array([[1.0]]), 0.5) is None
+
+
+def test_agreement_confidence_rejects_an_unrelated_level_of_one() -> None:
+    with pytest.raises(ConfigurationError, match="unrelated_similarity"):
+        agreement_confidence(np.ones((2, 2)), 1.0)

@@ -137,7 +137,8 @@ def _good() -> dict:
     ("edit", "message"),
     [
         (lambda d: d.update(format="something.else"), "not a uq_guard calibration file"),
-        (lambda d: d.update(version=2), "version 2 is not supported"),
+        (lambda d: d.update(version=3), "version 3 is not supported"),
+        (lambda d: d.update(version=0), "version 0 is not supported"),
         (lambda d: d["mapping"].update(y=[0.8, 0.2]), "non-decreasing"),
         (lambda d: d["mapping"].update(x=[0.9, 0.1]), "non-decreasing"),
         (lambda d: d["mapping"].update(y=[0.2]), "same length"),

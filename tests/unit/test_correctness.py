@@ -82,3 +82,89 @@ def test_bad_gold_answers() -> None:
         assess_answer("Paris", [])
     with pytest.raises(ConfigurationError, match="strings"):
         assess_answer("Paris", [None])  # type: ignore[list-item]
+
+
+# -- containment must not pass on a stray match --------------------------------
+
+
+def test_a_month_alone_does_not_match_a_date_in_a_long_reply() -> None:
+    reply = "The International Day for Women in Science is observed on March 11th."
+    assert assess_answer(reply, "March") == Correctness(False, "none")
+    assert not assess_answer("The film was released in May 2010.", ["May"]).correct
+    assert not assess_answer("The mission was Apollo 11.", "Apollo").correct
+    assert assess_answer("It is celebrated every year in March.", "March").correct
+
+
+def test_a_year_is_still_found_in_a_date() -> None:
+    assert assess_answer("in december 1972", "1972") == Correctness(True, "containment", "1972")
+    reply = "The last crewed landing was on December 14, 1972, by Apollo 17."
+    assert assess_answer(reply, "1972").correct
+
+
+def test_capital_and_currency_replies_stay_right() -> None:
+    question = "What is the capital of France?"
+    verdict = assess_answer("The capital of France is Paris.", "Paris", question=question)
+    assert verdict == Correctness(True, "containment", "Paris")
+    faroe = "What is the currency of Faroe Islands?"
+    reply = "The currency of the Faroe Islands is the Danish krone (DKK)."
+    assert assess_answer(reply, ["Danish Krone", "DKK"], question=faroe).correct
+    short = assess_answer("It is the krone (DKK).", ["Danish Krone", "DKK"], question=faroe)
+    assert short == Correctness(True, "containment", "DKK")
+    reply = "The currency of Japan is the Japanese Yen (JPY). It is the official currency of Japan."
+    assert assess_answer(reply, ["Yen", "JPY"], question="What is the currency of Japan?").correct
+
+
+def test_a_short_gold_answer_counts_only_in_the_lead_of_a_long_reply() -> None:
+    # NQ-Open: "where was the first colony in north america located"
+    hedged = (
+        "The first English colony in North America was Roanoke, founded in 1585 on an island "
+        "off the coast of present-day North Carolina. Later settlements followed in Jamestown, "
+        "Virginia."
+    )
+    assert not assess_answer(hedged, "Virginia").correct
+    direct = "The first colony was established in Jamestown, Virginia, on May 14, 1607."
+    assert assess_answer(direct, "Virginia").correct
+    # a short opening sentence does not use up the lead
+    assert assess_answer("Good question! The first colony was in Virginia.", "Virginia").correct
+    lower_leg = (
+        "The tibia and fibula are two of the bones in the lower leg. They are located below the "
+        "knee."
+    )
+    assert assess_answer(lower_leg, "leg").correct
+
+
+def test_a_reply_that_only_restates_the_question_does_not_answer_it() -> None:
+    question = "What is the capital of Holy See (Vatican City State)?"
+    reply = "The capital of Holy See (Vatican City State) is Rome."
+    assert not assess_answer(reply, "Vatican City State", question=question).correct
+    assert assess_answer(reply, "Vatican City State").correct  # no question: nothing to echo
+    assert assess_answer("Vatican City State", "Vatican City State", question=question).correct
+    question = "what are the active materials of a lead acid battery"
+    reply = "A lead acid battery is a rechargeable battery that uses lead-acid cells."
+    assert not assess_answer(reply, ["Lead", "lead dioxide"], question=question).correct
+    question = "What is 6 times 1?"
+    assert not assess_answer("6 times 1 is 7.", "6", question=question).correct
+    assert assess_answer("6 times 1 equals 6.", "6", question=question).correct
+
+
+def test_a_number_is_found_after_the_working() -> None:
+    reply = "To find the answer, we subtract 13 from 39 and then check the result. 39 - 13 = 26."
+    assert assess_answer(reply, "26", question="What is 39 minus 13?").correct
+
+
+def test_a_short_gold_answer_that_only_starts_a_longer_name_is_not_found() -> None:
+    assert not assess_answer("Paris Hilton is a celebrity.", "Paris").correct
+    assert not assess_answer("It is known as March Madness.", "March").correct
+    assert assess_answer("The Louvre is in Paris, France.", "Paris").correct
+    assert assess_answer("Herman Melville wrote it.", "Melville").correct  # a given name before
+
+
+def test_an_acronym_must_appear_in_capitals() -> None:
+    assert not assess_answer("Let us see: I am not sure.", "US").correct
+    assert assess_answer("It was first sold in the US.", "US").correct
+    assert not assess_answer("the abbreviation is dkk.", "DKK").correct
+
+
+def test_the_guards_never_reject_an_exact_match() -> None:
+    assert assess_answer("March", "March") == Correctness(True, "exact_match", "March")
+    assert assess_answer("Rome.", "Rome", question="Is it Rome?").rule == "exact_match"

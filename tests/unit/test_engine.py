@@ -245,6 +245,7 @@ async def test_every_sample_failing_still_returns_the_reply(embedder) -> None:
     assert report.n_failed == 16
     assert report.degraded
     assert any("no uncertainty estimate" in reason for reason in report.degraded_reasons)
+    assert report.confidence is None  # not 0.0: no estimate is not "sure it is wrong"
 
 
 async def test_a_failed_reply_raises_generation_error(embedder) -> None:
@@ -466,3 +467,106 @@ async def test_empty_answers_are_real_answers_not_failures(embedder) -> None:
     assert result.report.n_samples == 16
     assert not result.report.degraded
     assert 0.0 <= result.report.confidence < 1.0
+
+
+# -- one scale: one threshold means one thing on every path (ALGORITHMS §2.9) --------
+
+#: Short answers with nothing in common: a model that does not know.
+SCATTERED = ("Paris", "a bicycle", "42 degrees", "blue whales sing", "the year 1066")
+
+#: Each way a call is scored: Inv-Entropy (fixed, model-free perturbations or
+#: the model's paraphrases) and the sample-only fallback (perturbation="none",
+#: n_perturbations=0, or perturbed prompts that got no answer).
+PATHS = {
+    "fixed-perturbations": ({"perturber": FixedPerturber(PARAPHRASES)}, "inv_entropy"),
+    "paraphrase": ({}, "inv_entropy"),
+    "perturbation-none": ({"perturbation": "none"}, "degree"),
+    "zero-perturbations": ({"n_perturbations": 0}, "degree"),
+    "perturbations-unanswered": ({"unanswered": PARAPHRASES}, "degree"),
+}
+
+
+def scattered_model() -> FakeBackend:
+    return FakeBackend(
+        lambda prompt, i: SCATTERED[i % len(SCATTERED)], reply="Paris", paraphrases=PARAPHRASES
+    )
+
+
+async def run_path(backend: FakeBackend, embedder, path: str) -> GuardResult:
+    settings, _ = PATHS[path]
+    settings = dict(settings)
+    for prompt in settings.pop("unanswered", []):
+        backend.fail(prompt, ValueError("no answer"), times=None)
+    # the default threshold (0.5) is the one under test
+    return await run(backend, embedder, policy="abstain", n_samples=5, **settings)
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_abstain_at_the_default_threshold_fires_on_erratic_answers(embedder, path) -> None:
+    result = await run_path(scattered_model(), embedder, path)
+    report = result.report
+
+    assert report.method == PATHS[path][1]
+    assert report.threshold == 0.5
+    assert report.confidence < 0.45
+    assert report.decision == "abstain"
+    assert result.text != "Paris" and report.original_reply == "Paris"
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_abstain_at_the_default_threshold_passes_answers_that_agree(embedder, path) -> None:
+    result = await run_path(FakeBackend("Paris", paraphrases=PARAPHRASES), embedder, path)
+    report = result.report
+
+    assert report.method == PATHS[path][1]
+    assert report.confidence > 0.9
+    assert report.decision == "answer"
+    assert result.text == "Paris"
+
+
+async def test_with_one_sample_the_fallback_compares_it_with_the_reply(embedder) -> None:
+    agree = await run(
+        FakeBackend("Paris", reply="It is Paris."), embedder, perturbation="none", n_samples=1
+    )
+    disagree = await run(
+        FakeBackend("a bicycle", reply="Paris"),
+        embedder,
+        perturbation="none",
+        n_samples=1,
+        policy="abstain",
+    )
+
+    assert agree.report.method == disagree.report.method == "degree"
+    assert agree.report.confidence > 0.6
+    assert disagree.report.confidence < 0.35
+    assert disagree.report.decision == "abstain"
+
+
+async def test_the_fallback_keeps_the_raw_degree_score(embedder) -> None:
+    result = await run(scattered_model(), embedder, perturbation="none", n_samples=5)
+    scores = result.report.scores
+
+    # Lin et al.'s U_Deg over the samples, unchanged; confidence is not 1 - degree any more
+    assert result.report.uncertainty == scores["degree"]
+    assert result.report.confidence < 1.0 - scores["degree"] - 0.3
+
+
+# -- no estimate ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["annotate", "abstain", "raise", "best_of"])
+async def test_no_estimate_reports_none_and_lets_the_reply_through(embedder, policy) -> None:
+    backend = FakeBackend(ANSWER, reply="Paris.", paraphrases=PARAPHRASES)
+    backend.fail("sample", ValueError("boom"), times=None)
+
+    result = await run(backend, embedder, policy=policy)
+    report = result.report
+
+    assert report.confidence is None
+    assert report.uncertainty is None
+    assert report.method == "unavailable"
+    assert report.decision == "answer"
+    assert result.text == "Paris."
+    assert any("no uncertainty estimate" in reason for reason in report.degraded_reasons)
+    assert UncertaintyReport.model_validate_json(report.model_dump_json()) == report
+    assert report.model_dump(mode="json")["confidence"] is None

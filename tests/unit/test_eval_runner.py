@@ -256,6 +256,119 @@ def replay_run(replay, requests):
     return asyncio.run(replay.generate(requests))
 
 
+SYSTEM = "Answer in a few words."
+
+
+def test_a_system_message_travels_with_every_request_and_is_recorded(
+    items, tmp_path, embedder
+) -> None:
+    backend = FakeBackend(answer)
+    records = run(items[:2], backend, tmp_path, embedder, system=SYSTEM).records
+    system = {"role": "system", "content": SYSTEM}
+    assert backend.requests and all(r.messages[0] == system for r in backend.requests)
+    assert all(len(r.messages) == 2 for r in backend.requests)
+    samples = backend.requests_of("sample")
+    assert {r.messages[-1]["content"] for r in samples} >= {q for q, _ in QUESTIONS[:2]}
+    assert len({r.messages[-1]["content"] for r in samples}) > 2  # perturbations carry it too
+    assert all(r.system == SYSTEM for r in records)
+    assert all(r.system == SYSTEM for r in read_records(tmp_path / "records.jsonl"))
+    assert json.loads((tmp_path / "run.json").read_text())["system"] == SYSTEM
+
+    for other in ("Answer in one sentence.", None):  # a resume must send the same message
+        with pytest.raises(ConfigurationError, match="system"):
+            run(items, FakeBackend(answer), tmp_path, embedder, system=other)
+    with pytest.raises(ConfigurationError, match="system"):
+        run(items, FakeBackend(answer), tmp_path / "empty", embedder, system="  ")
+
+    from uq_guard.evaluation.runner import add_verbalized
+
+    asked = FakeBackend(answer, verbalized="70")
+    add_verbalized(tmp_path / "records.jsonl", asked)
+    assert asked.calls == 2 and all(r.messages[0] == system for r in asked.requests)
+
+
+def test_an_old_run_without_a_system_message_refuses_one(items, tmp_path, embedder) -> None:
+    run(items[:1], FakeBackend(answer), tmp_path, embedder)
+    settings = json.loads((tmp_path / "run.json").read_text())
+    del settings["system"], settings["reply_max_tokens"]  # as written before these existed
+    (tmp_path / "run.json").write_text(json.dumps(settings))
+    with pytest.raises(ConfigurationError, match="system"):
+        run(items, FakeBackend(answer), tmp_path, embedder, system=SYSTEM)
+    # back then one cap served the reply and the samples
+    with pytest.raises(ConfigurationError, match="reply_max_tokens: 16 -> 256"):
+        run(items, FakeBackend(answer), tmp_path, embedder, reply_max_tokens=256)
+    assert run(items[:2], FakeBackend(answer), tmp_path, embedder, reply_max_tokens=16).n_new == 1
+
+
+def test_the_reply_has_its_own_longer_cap(items, tmp_path, embedder) -> None:
+    backend = FakeBackend(answer)
+    records = run(items[:2], backend, tmp_path, embedder, reply_max_tokens=256).records
+    assert {r.max_tokens for r in backend.requests_of("reply")} == {256}
+    assert {r.max_tokens for r in backend.requests_of("sample")} == {CONFIG.max_tokens}
+    settings = json.loads((tmp_path / "run.json").read_text())
+    assert (settings["reply_max_tokens"], settings["max_tokens"]) == (256, CONFIG.max_tokens)
+    assert all(r.sampling["reply_max_tokens"] == 256 for r in records)
+    with pytest.raises(ConfigurationError, match="reply_max_tokens: 256 -> 64"):
+        run(items, FakeBackend(answer), tmp_path, embedder, reply_max_tokens=64)
+    with pytest.raises(ConfigurationError, match="reply_max_tokens must be >= 1"):
+        run(items, FakeBackend(answer), tmp_path / "zero", embedder, reply_max_tokens=0)
+
+
+def test_replies_are_reused_only_with_the_same_system_message_and_cap(
+    items, tmp_path, embedder
+) -> None:
+    first = run(items[:1], FakeBackend(answer), tmp_path / "a", embedder, system=SYSTEM).records
+    reuse = {r.id: r for r in first}
+    none = config_with(perturbation="none")
+    same = FakeBackend(answer)
+    run_eval(
+        items[:1], same, none, out_dir=tmp_path / "b", embedder=embedder, reuse=reuse, system=SYSTEM
+    )
+    assert same.calls == 0
+    other = FakeBackend(answer)
+    run_eval(items[:1], other, none, out_dir=tmp_path / "c", embedder=embedder, reuse=reuse)
+    assert len(other.requests_of("reply")) == 1  # asked without the system message: not reused
+    longer = FakeBackend(answer)
+    run_eval(
+        items[:1],
+        longer,
+        none,
+        out_dir=tmp_path / "d",
+        embedder=embedder,
+        reuse=reuse,
+        system=SYSTEM,
+        reply_max_tokens=256,
+    )
+    assert len(longer.requests_of("reply")) == 1  # a reply cut at another length: not reused
+
+
+def test_report_warns_when_too_few_answers_are_right(tmp_path) -> None:
+    from uq_guard.evaluation.records import EvalRecord
+
+    def records(n_right: int, n: int) -> list[EvalRecord]:
+        return [
+            EvalRecord(
+                id=str(i),
+                question="q",
+                gold=["a"],
+                reply="a",
+                correct=i < n_right,
+                confidence=(i * 37 % n) / n,
+                method="inv_entropy",
+                scores={"inv_entropy": 1 - (i * 37 % n) / n},
+            )
+            for i in range(n)
+        ]
+
+    paths = write_report(records(3, 74), tmp_path / "few", n_resamples=20, plots=False)
+    md = paths["markdown"].read_text()
+    assert "> **Warning: only 3 of 74 answers are right (4.1%)" in md
+    assert md.index("Warning") < md.index("| method |")  # before the table, not under it
+    assert "Warning: only 3 of 74" in paths["html"].read_text()
+    enough = write_report(records(30, 74), tmp_path / "enough", n_resamples=20, plots=False)
+    assert "Warning" not in enough["markdown"].read_text()
+
+
 def test_report_has_every_method_and_the_plots(items, tmp_path, embedder) -> None:
     records = run(items, FakeBackend(answer), tmp_path, embedder).records
     paths = write_report(records, tmp_path, title="t", command="uq-guard eval ...", n_resamples=50)
@@ -278,6 +391,57 @@ def test_all_correct_gives_a_note_not_a_nan(items, tmp_path, embedder) -> None:
     md = write_report(records, tmp_path, plots=False)["markdown"].read_text()
     assert "undefined†" in md and "every one of the 2 answers is correct" in md
     assert "nan" not in md.lower()
+
+
+def write_rows(path: Path, *rows: dict) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_load_questions_reads_every_alias_field(tmp_path) -> None:
+    rows = [
+        {"question": "capital", "answer": "Paris", "aliases": ["Paris, France", "paris"]},
+        {
+            "question": "Faroe currency",
+            "answer": ["Danish Krone", "DKK"],
+            "answer_aliases": ["krone"],
+            "normalized_aliases": ["danish krone", "dkk", "kroner"],
+        },
+        {  # TriviaQA
+            "question": "highest mountain",
+            "answer": {
+                "value": "Mount Everest",
+                "aliases": ["Everest", "Chomolungma"],
+                "normalized_aliases": ["mount everest", "everest", "chomolungma"],
+                "normalized_value": "mount everest",
+                "type": "WikipediaEntity",
+            },
+        },
+        {  # SQuAD
+            "question": "who won",
+            "answers": {
+                "text": ["Denver Broncos", "Denver Broncos", "Broncos"],
+                "answer_start": [],
+            },
+        },
+        {"question": "moon", "answers": ["1972", 1972, {"text": "December 1972"}]},
+        {"question": "both", "answer": "Lyon", "answers": ["Lyons"], "aliases": ["Lugdunum"]},
+    ]
+    items = load_questions(write_rows(tmp_path / "q.jsonl", *rows))
+    assert [item.gold for item in items] == [
+        ["Paris", "Paris, France"],
+        ["Danish Krone", "DKK", "krone", "kroner"],  # the capitals of "DKK" are kept
+        ["Mount Everest", "Everest", "Chomolungma"],
+        ["Denver Broncos", "Broncos"],
+        ["1972", "December 1972"],
+        ["Lyon", "Lyons", "Lugdunum"],
+    ]
+    write_rows(tmp_path / "none.jsonl", {"question": "q", "aliases": [], "answers": {"text": []}})
+    with pytest.raises(ConfigurationError, match=r"none.jsonl:1 .*no gold answer"):
+        load_questions(tmp_path / "none.jsonl")
+    write_rows(tmp_path / "bad.jsonl", {"question": "q", "answer": True})
+    with pytest.raises(ConfigurationError, match=r"bad.jsonl:1"):
+        load_questions(tmp_path / "bad.jsonl")
 
 
 def test_load_questions_reads_nq_format_and_names_bad_lines(tmp_path) -> None:
@@ -393,6 +557,8 @@ def test_cli_eval_with_a_judge_model(tmp_path, capsys) -> None:
         "--bootstrap",
         "0",
         "--no-plots",
+        "--concurrency",  # one question at a time: the fake model's answers follow call order
+        "1",
         "--judge",
         "py:tests.unit.test_eval_runner:yes_grader",
     ]
@@ -424,6 +590,63 @@ def test_cli_eval_with_adaptive_sampling_records_it(tmp_path) -> None:
     records = read_records(out / "records.jsonl")
     assert all(r.sampling_stats["adaptive"] for r in records)
     assert all(r.scores["verbalized_confidence"] == 0.85 for r in records)  # FakeBackend says 85
+
+
+def loading_model() -> FakeBackend:
+    """A ``py:`` model that draws a progress bar while it loads, as transformers does."""
+    from tqdm.auto import tqdm
+
+    for _ in tqdm(range(3), desc="Loading the model"):
+        pass
+    return fake_model()
+
+
+def test_cli_no_progress_silences_every_progress_bar(tmp_path, capsys) -> None:
+    from tqdm import tqdm
+
+    data = write_questions(tmp_path / "q.jsonl", 1)
+    argv = ["eval", "--data", str(data), "--model", "py:tests.unit.test_eval_runner:loading_model"]
+    argv += ["--n-perturbations", "1", "--n-samples", "2", "--bootstrap", "0", "--no-plots"]
+    assert main([*argv, "--out", str(tmp_path / "quiet"), "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main([*argv, "--out", str(tmp_path / "loud")]) == 0
+    err = capsys.readouterr().err
+    assert "Loading the model" in err and "eval" in err  # the bars are back once it is done
+    for _ in tqdm(range(2), desc="after"):
+        pass
+    assert "after" in capsys.readouterr().err
+
+
+def test_cli_eval_system_message_and_reply_length(tmp_path, capsys) -> None:
+    data = write_questions(tmp_path / "q.jsonl", 2)
+    out = tmp_path / "run"
+    argv = ["eval", "--data", str(data), "--model", "py:tests.unit.test_eval_runner:fake_model"]
+    argv += ["--out", str(out), "--n-perturbations", "1", "--n-samples", "2", "--no-progress"]
+    argv += ["--bootstrap", "0", "--no-plots", "--system", SYSTEM, "--sample-max-tokens", "12"]
+    assert main(argv) == 0
+    settings = json.loads((out / "run.json").read_text())
+    assert settings["system"] == SYSTEM
+    assert (settings["max_tokens"], settings["reply_max_tokens"]) == (12, 256)
+    backend = _CLI_BACKEND[-1]
+    assert {r.max_tokens for r in backend.requests_of("reply")} == {256}
+    assert {r.max_tokens for r in backend.requests_of("sample")} == {12}
+    assert all(r.messages[0]["content"] == SYSTEM for r in backend.requests)
+    out_text = capsys.readouterr().out
+    assert "WARNING: only 1 of 2 answers is right" in out_text  # two questions: too few
+    assert main([*argv, "--reply-max-tokens", "64"]) == 2  # a resume must keep the reply cap
+    assert "reply_max_tokens: 256 -> 64" in capsys.readouterr().err
+
+
+def test_the_default_reply_cap_is_the_local_models_own() -> None:
+    pytest.importorskip("transformers")
+    import inspect
+
+    from uq_guard_hf import HuggingFaceChatModel
+
+    from uq_guard.evaluation.cli import DEFAULT_REPLY_MAX_TOKENS
+
+    default = inspect.signature(HuggingFaceChatModel.from_pretrained).parameters["max_new_tokens"]
+    assert default.default == DEFAULT_REPLY_MAX_TOKENS
 
 
 @pytest.mark.slow

@@ -288,6 +288,23 @@ def test_failed_samples_degrade_the_report_not_the_reply(embedder):
     assert report["degraded"] and any("bad sample" in r for r in report["degraded_reasons"])
 
 
+def test_no_estimate_puts_none_in_the_metadata_and_keeps_the_reply(embedder):
+    inner = ScriptedChatModel(
+        respond=steady("Paris."),
+        paraphrases=PARAPHRASES,
+        fail_when=lambda p, t: ValueError("bad sample") if t > 0 else None,
+    )
+    chat = GuardedChatModel(
+        model=inner, embedder=embedder, max_retries=0, policy="raise", threshold=1.0, **SMALL
+    )
+    message = chat.invoke("Capital of France?")
+    report = report_of(message)
+    assert message.content == "Paris."
+    assert report["confidence"] is None and report["uncertainty"] is None
+    assert report["decision"] == "answer" and report["method"] == "unavailable"
+    uq_guard.UncertaintyReport.model_validate(report)
+
+
 def test_a_failed_reply_raises_a_clear_error(embedder):
     inner = ScriptedChatModel(
         respond=steady("Paris."),

@@ -24,6 +24,7 @@ from uq_guard.evaluation import (
     risk_coverage_curve,
     smooth_ece,
 )
+from uq_guard.evaluation.metrics import MIN_CLASS_ANSWERS, class_balance_warning
 
 # four answers: two wrong (0.1, 0.4), two right (0.35, 0.8)
 CONF = [0.1, 0.4, 0.35, 0.8]
@@ -321,3 +322,32 @@ def test_evaluate_tabulates_every_metric_and_says_what_is_undefined() -> None:
     raw = evaluate(-3 * conf, correct, n_resamples=20)  # an uncertainty, negated: not a probability
     assert set(raw.undefined) == {"ece", "smooth_ece"}
     assert raw.metrics["auroc"].estimate == pytest.approx(1 - auroc(conf, correct))
+
+
+# -- too few right or wrong answers ---------------------------------------------
+
+
+def test_too_few_right_answers_carry_a_warning() -> None:
+    warning = class_balance_warning(3, 74)
+    assert warning is not None and warning.startswith("only 3 of 74 answers are right (4.1%)")
+    assert f"fewer than {MIN_CLASS_ANSWERS} right answers" in warning
+    assert class_balance_warning(71, 74).startswith("only 3 of 74 answers are wrong")
+    assert class_balance_warning(1, 50).startswith("only 1 of 50 answers is right")
+    assert class_balance_warning(0, 5).startswith("none of 5 answers is right")
+    assert class_balance_warning(MIN_CLASS_ANSWERS - 1, 400) is not None
+    assert class_balance_warning(MIN_CLASS_ANSWERS, 2 * MIN_CLASS_ANSWERS) is None
+    assert class_balance_warning(0, 0) is None
+    with pytest.raises(ConfigurationError, match="n_correct"):
+        class_balance_warning(5, 4)
+
+
+def test_evaluate_carries_the_class_balance_warning() -> None:
+    rng = np.random.default_rng(0)
+    conf = rng.random(74)
+    correct = np.zeros(74)
+    correct[:3] = 1
+    summary = evaluate(conf, correct, n_resamples=20)
+    assert len(summary.warnings) == 1 and "only 3 of 74" in summary.warnings[0]
+    assert summary.as_dict()["warnings"] == summary.warnings
+    conf, correct = noisy(n=200)
+    assert evaluate(conf, correct, n_resamples=20).warnings == []

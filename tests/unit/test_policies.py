@@ -293,3 +293,38 @@ async def test_confidence_equal_to_the_threshold_is_trusted(embedder) -> None:
 
     assert result.report.confidence == 1.0
     assert result.text == REPLY
+
+
+# -- no estimate: no policy acts --------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["annotate", "abstain", "fallback", "raise", "best_of"])
+def test_no_policy_acts_without_an_estimate(policy: str) -> None:
+    assert planned_decision(policy, None, 0.5) == "answer"
+    assert planned_decision(policy, None, 1.0) == "answer"
+    assert not wants_action(None, 1.0)
+
+
+async def test_fallback_is_not_asked_when_there_is_no_estimate(embedder) -> None:
+    primary = FakeBackend(REPLY, paraphrases=PARAPHRASES).fail(
+        "sample", ValueError("boom"), times=None
+    )
+    backup = FakeBackend("Something else.")
+    guard = Guard(
+        primary,
+        embedder=embedder,
+        fallback=backup,
+        policy="fallback",
+        threshold=1.0,
+        perturbation="none",
+        n_samples=3,
+        retry_wait_s=0.0,
+    )
+
+    result = await guard.arun(QUESTION)
+
+    assert result.report.confidence is None
+    assert result.text == REPLY
+    assert result.decision == "answer"
+    assert result.report.fallback is None
+    assert backup.calls == 0

@@ -8,7 +8,10 @@ Everything here is a pure function of arrays, easy to call from a runner::
     summary = evaluate(confidence, correct, n_resamples=1000, seed=0)
     summary.metrics["auroc"].estimate, summary.metrics["auroc"].low
 
-Calibrators and risk-controlled thresholds live in :mod:`uq_guard.calibration`.
+Calibrators and risk-controlled thresholds are applied by
+:mod:`uq_guard.calibration` and fitted in :mod:`uq_guard.evaluation.calibrators`
+(Platt, isotonic, the threshold) and :mod:`uq_guard.evaluation.fusion` (a
+logistic regression over several scores).
 The metrics that fit an isotonic map need scikit-learn (``pip install
 'uq-guard[eval]'``).
 """

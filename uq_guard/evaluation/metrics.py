@@ -20,6 +20,13 @@ Conventions (ALGORITHMS.md §5):
   questions, drawn from ``numpy.random.default_rng(seed)`` and computed for
   all resamples at once (no Python loop per resample). Resamples on which the
   metric is undefined (a single class drawn) are left out and counted.
+* **Too few of a class.** Every ranking metric's spread is set by the rarer
+  class: AUROC's standard error is about ``sqrt(A(1 - A) / n_rare)`` (Hanley
+  & McNeil), 0.1 for ``A = 0.7`` and 20 rare answers, so the 95% interval
+  spans about ±0.2 and no longer tells a method from chance; below that, a
+  percentile bootstrap also draws many resamples with one or two rare
+  answers. :func:`class_balance_warning` (and so :func:`evaluate`) warns
+  when fewer than :data:`MIN_CLASS_ANSWERS` answers are right, or wrong.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from uq_guard.evaluation._arrays import as_pair, import_sklearn
 
 __all__ = [
     "METRICS",
+    "MIN_CLASS_ANSWERS",
     "Interval",
     "MetricSummary",
     "RiskCoverageCurve",
@@ -44,6 +52,7 @@ __all__ = [
     "auroc",
     "bootstrap_ci",
     "brier_score",
+    "class_balance_warning",
     "cross_fitted_isotonic",
     "ece",
     "evaluate",
@@ -54,6 +63,8 @@ __all__ = [
 ]
 
 ECE_BINS = 15
+#: Fewer right (or wrong) answers than this and the intervals mean little (module docstring).
+MIN_CLASS_ANSWERS = 20
 SMOOTH_ECE_GRID = 1001
 _ROWS_PER_CHUNK_CELLS = 2_000_000  # bootstrap chunk: resamples x questions cells in memory
 
@@ -578,6 +589,8 @@ class MetricSummary:
         n: questions; n_correct: right answers; accuracy: their share.
         metrics: ``Interval`` by metric name, for those defined on the data.
         undefined: for the others, why (e.g. all answers correct; confidence not in [0, 1]).
+        warnings: why the numbers should not be trusted, e.g. too few right answers
+            (:func:`class_balance_warning`).
     """
 
     n: int
@@ -585,6 +598,7 @@ class MetricSummary:
     accuracy: float
     metrics: dict[str, Interval] = field(default_factory=dict)
     undefined: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-clean form."""
@@ -594,7 +608,37 @@ class MetricSummary:
             "accuracy": self.accuracy,
             "metrics": {k: asdict(v) for k, v in self.metrics.items()},
             "undefined": dict(self.undefined),
+            "warnings": list(self.warnings),
         }
+
+
+def class_balance_warning(
+    n_correct: int, n: int, *, minimum: int = MIN_CLASS_ANSWERS
+) -> str | None:
+    """A warning when right or wrong answers are too few for intervals to mean much; else None.
+
+    Args:
+        n_correct: right answers.
+        n: all answers.
+        minimum: the fewest right, and wrong, answers that need no warning
+            (:data:`MIN_CLASS_ANSWERS`; see the module docstring for why).
+
+    Raises:
+        ConfigurationError: counts that are negative or ``n_correct > n``.
+    """
+    if n < 0 or not 0 <= n_correct <= n:
+        raise ConfigurationError(f"need 0 <= n_correct <= n, got n_correct={n_correct}, n={n}")
+    n_wrong = n - n_correct
+    if n == 0 or min(n_correct, n_wrong) >= minimum:
+        return None
+    rare, word = (n_correct, "right") if n_correct <= n_wrong else (n_wrong, "wrong")
+    share = f"none of {n} answers is {word}" if rare == 0 else f"only {rare} of {n} answers "
+    share += "" if rare == 0 else f"{'is' if rare == 1 else 'are'} {word} ({rare / n:.1%})"
+    return (
+        f"{share}: with fewer than {minimum} {word} answers the metrics rest on a handful "
+        "of questions and their intervals are too wide (or unreliable) to compare methods "
+        "or to tell one from chance; evaluate on more questions before reading them"
+    )
 
 
 def evaluate(
@@ -612,13 +656,18 @@ def evaluate(
     listed in ``MetricSummary.undefined`` with the reason, so that a runner
     can tabulate many scores in one pass. ECE and smooth ECE are undefined
     when ``confidence`` is not in [0, 1] (a raw score is not a probability;
-    calibrate it or use the isotonic Brier score).
+    calibrate it or use the isotonic Brier score). Too few right or wrong
+    answers (:func:`class_balance_warning`) put a warning in
+    ``MetricSummary.warnings``.
 
     Raises:
         ConfigurationError: bad input (empty, lengths differ, NaN, labels not 0/1).
     """
     conf, corr = as_pair(confidence, correct)
     summary = MetricSummary(n=conf.size, n_correct=int(corr.sum()), accuracy=float(corr.mean()))
+    warning = class_balance_warning(summary.n_correct, summary.n)
+    if warning is not None:
+        summary.warnings.append(warning)
     is_probability = bool(conf.min() >= 0.0 and conf.max() <= 1.0)
     for name in metrics:
         if name in ("ece", "smooth_ece") and not is_probability:

@@ -1,10 +1,23 @@
 """Evaluation questions in, per-question records out: the JSONL files of an eval run.
 
-A *question file* holds one JSON object a line with ``question`` and
-``answer`` (one gold answer or a list), and optionally ``id``; the format of
-NQ-Open (``{"question": ..., "answer": [...]}``). Without an ``id`` a
-question is known by its line number, so a resumed run with a larger
-``--limit`` still finds what it has done.
+A *question file* holds one JSON object a line with ``question``, its gold
+answers, and optionally ``id``; the format of NQ-Open (``{"question": ...,
+"answer": [...]}``). Without an ``id`` a question is known by its line
+number, so a resumed run with a larger ``--limit`` still finds what it has
+done. The gold answers are the union, in this order, of every field a data
+set keeps them in (:data:`GOLD_FIELDS`):
+
+* ``answer``: one answer, a list, or TriviaQA's ``{"value": ..., "aliases":
+  [...], "normalized_aliases": [...]}``;
+* ``answers``: SQuAD's ``{"text": [...], "answer_start": [...]}``, or a list
+  (of strings, or of such objects);
+* ``aliases``, ``answer_aliases``, ``normalized_aliases``: lists of other
+  spellings.
+
+Spellings that grade the same (equal after
+:func:`~uq_guard.evaluation.correctness.normalize_answer`) are kept once, the
+first one seen: a data set's lower-case ``normalized_aliases`` do not hide
+the capitals of an acronym such as ``"DKK"``.
 
 A *records file* holds one :class:`EvalRecord` a line, appended and fsync'd as
 each question finishes, so an interrupted run loses at most the question in
@@ -23,16 +36,24 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from uq_guard._exceptions import ConfigurationError
+from uq_guard.evaluation.correctness import normalize_answer
 
 __all__ = [
+    "GOLD_FIELDS",
     "EvalItem",
     "EvalRecord",
     "append_record",
     "compact_records",
+    "gold_answers",
     "latest_records",
     "load_questions",
     "read_records",
 ]
+
+#: The fields gold answers are read from, in order (see the module docstring).
+GOLD_FIELDS = ("answer", "answers", "aliases", "answer_aliases", "normalized_aliases")
+# inside a nested answer object (TriviaQA's "answer", SQuAD's "answers")
+_NESTED_GOLD_KEYS = ("value", "text", "aliases", "normalized_value", "normalized_aliases")
 
 
 class EvalItem(BaseModel):
@@ -56,6 +77,8 @@ class EvalRecord(BaseModel):
 
     Attributes:
         id / question / gold: the question (see :class:`EvalItem`).
+        system: the system message sent before the question, if any (every
+            perturbation and sample carried it too).
         reply: the model's own reply to the question (greedy for local models).
         reply_token_logprobs / reply_token_entropies: per token of the reply, when the
             backend gave them.
@@ -67,7 +90,8 @@ class EvalRecord(BaseModel):
             None where the score had no value).
         confidence / method: the guard's reported confidence and the scorer behind it.
         correct / correctness_rule / matched_gold: the verdict and which rule decided.
-        sampling: temperature, n_samples and max_tokens the samples were drawn with.
+        sampling: temperature, n_samples and max_tokens the samples were drawn with,
+            and reply_max_tokens, the reply's cap (None: not stated).
         sampling_stats: what the engine reports about its sampling rounds (adaptive
             sampling: answers requested, budget, rounds, early stop), when it does.
         scoring: the scoring settings (similarity, n_bootstrap, seed, cluster_threshold).
@@ -83,6 +107,7 @@ class EvalRecord(BaseModel):
     id: str
     question: str
     gold: list[str]
+    system: str | None = None
     reply: str = ""
     reply_token_logprobs: list[float] | None = None
     reply_token_entropies: list[float] | None = None
@@ -137,12 +162,12 @@ def load_questions(path: str | Path, limit: int | None = None) -> list[EvalItem]
                 continue
             try:
                 row = json.loads(line)
-                gold = row["answer"]
+                gold = gold_answers(row)
+                if not gold:
+                    raise KeyError(f"no gold answer in any of {', '.join(GOLD_FIELDS)}")
                 items.append(
                     EvalItem(
-                        id=str(row.get("id", number)),
-                        question=str(row["question"]),
-                        gold=[gold] if isinstance(gold, str) else [str(g) for g in gold],
+                        id=str(row.get("id", number)), question=str(row["question"]), gold=gold
                     )
                 )
             except (json.JSONDecodeError, KeyError, TypeError, ValidationError) as exc:
@@ -151,6 +176,45 @@ def load_questions(path: str | Path, limit: int | None = None) -> list[EvalItem]
                     f'(expected {{"question": ..., "answer": [...]}}): {exc}'
                 ) from None
     return items
+
+
+def gold_answers(row: dict[str, Any]) -> list[str]:
+    """Every gold answer of one question-file row, from all of :data:`GOLD_FIELDS`.
+
+    Returns:
+        the union in field order, each spelling kept once (the first of those
+        equal after normalisation); empty when the row has none.
+
+    Raises:
+        TypeError: a row that is not a JSON object, or a gold field of another type.
+    """
+    if not isinstance(row, dict):
+        raise TypeError(f"a question is a JSON object, got {type(row).__name__}")
+    found: list[str] = []
+    for name in GOLD_FIELDS:
+        if name in row:
+            _collect(row[name], found)
+    kept: dict[str, str] = {}
+    for answer in found:
+        kept.setdefault(normalize_answer(answer) or answer, answer)
+    return list(kept.values())
+
+
+def _collect(value: Any, into: list[str]) -> None:
+    if value is None:
+        return
+    if isinstance(value, str):
+        into.append(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        into.append(str(value))
+    elif isinstance(value, list):
+        for element in value:
+            _collect(element, into)
+    elif isinstance(value, dict):
+        for key in _NESTED_GOLD_KEYS:
+            _collect(value.get(key), into)
+    else:
+        raise TypeError(f"a gold answer must be text, a list or an object, got {value!r}")
 
 
 def read_records(path: str | Path) -> list[EvalRecord]:

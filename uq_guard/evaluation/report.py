@@ -7,6 +7,10 @@ metric, so AUROC > 0.5 always means "the method ranks right answers above
 wrong ones". ``guard_confidence`` is the confidence the guard itself
 reported. A metric with no value on the data (AUROC when every answer is
 right; ECE of a score that is not a probability) is shown as a note, never NaN.
+When too few answers are right, or wrong, for the intervals to mean anything
+(:func:`~uq_guard.evaluation.metrics.class_balance_warning`: fewer than
+:data:`~uq_guard.evaluation.metrics.MIN_CLASS_ANSWERS`), the report opens
+with a warning saying so (:func:`run_warnings`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from uq_guard._exceptions import ConfigurationError
-from uq_guard.evaluation.metrics import METRICS, MetricSummary, evaluate
+from uq_guard.evaluation.metrics import METRICS, MetricSummary, class_balance_warning, evaluate
 from uq_guard.evaluation.records import EvalRecord
 from uq_guard.evaluation.tsu import TSUResult, tsu
 from uq_guard.report import score_as_confidence
@@ -34,6 +38,7 @@ __all__ = [
     "confidence_of",
     "method_rows",
     "method_signal",
+    "run_warnings",
     "tsu_by_method",
     "tsu_markdown",
     "write_report",
@@ -278,6 +283,16 @@ def _undefined_notes(rows: Sequence[MethodRow]) -> list[str]:
     return notes
 
 
+def run_warnings(records: Sequence[EvalRecord]) -> list[str]:
+    """Why a run's metrics should not be trusted: too few right or wrong answers, if so.
+
+    Counts the answered records (failed ones are left out, as in the table).
+    """
+    done = [r for r in records if r.ok]
+    warning = class_balance_warning(sum(bool(r.correct) for r in done), len(done))
+    return [] if warning is None else [warning]
+
+
 def write_report(
     records: Sequence[EvalRecord],
     out_dir: str | Path,
@@ -324,7 +339,10 @@ def write_report(
             f"seconds per question: {np.mean([r.seconds for r in done]):.2f}"
         )
     header, body = _table(rows)
+    warnings = run_warnings(records)
     notes = _undefined_notes(rows)
+    if not warnings:  # a method with many missing values may fall short on its own
+        notes += [f"{row.method}: {w}" for row in rows for w in row.summary.warnings]
     if done and rows and all(not row.summary.metrics.get("auroc") for row in rows):
         notes.insert(0, "every answer is right or every answer is wrong: no method can be ranked")
 
@@ -347,6 +365,7 @@ def write_report(
         "the model calls that part of the run cost per question."
     )
     md = [f"# {title}", ""]
+    md += [f"> **Warning: {warning}.**\n" for warning in warnings]
     if command:
         md += ["Produced by:", "", "```", command, "```", ""]
     md += [f"* {fact}" for fact in facts] + ["", legend, ""]
@@ -367,6 +386,11 @@ def write_report(
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;"
         "text-align:right}td:first-child{text-align:left}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
+    ]
+    page += [
+        "<p style='border:2px solid #c00;padding:8px;background:#fee'>"
+        f"<strong>Warning: {esc(warning)}.</strong></p>"
+        for warning in warnings
     ]
     if command:
         page.append(f"<pre>{esc(command)}</pre>")

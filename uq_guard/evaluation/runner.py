@@ -17,6 +17,15 @@ folder, the run skips every question already recorded without an error and
 makes no model call for them; ``run.json`` holds the settings, and a resume
 with other settings is refused rather than mixing two configurations.
 
+An optional ``system`` message (e.g. "Answer in a few words.") is sent with
+every question as the product would send it: the guard perturbs only the
+last user message, so the system message travels with every perturbation
+and every sample. The reply is generated at the product's length
+(``reply_max_tokens``) while the samples may stay shorter
+(``GuardConfig.max_tokens``): a reply cut at the sample length is graded
+wrong for never reaching its answer. Both caps, and the system message, are
+recorded in ``run.json``.
+
 Questions run concurrently up to ``concurrency`` (useful for API backends;
 a local model batches each question's prompts already, so 1 suits it).
 """
@@ -24,6 +33,7 @@ a local model batches each question's prompts already, so 1 suits it).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import json
 import logging
@@ -35,9 +45,9 @@ from typing import Any
 
 from uq_guard._exceptions import ConfigurationError, MissingDependencyError, UQGuardError
 from uq_guard._guard import _defined_in
-from uq_guard._messages import user_prompt
+from uq_guard._messages import last_user_index, user_prompt
 from uq_guard._sync import run_sync
-from uq_guard.backend import Backend, Generation, GenerationRequest, Usage, is_backend
+from uq_guard.backend import Backend, Generation, GenerationRequest, Message, Usage, is_backend
 from uq_guard.config import GuardConfig
 from uq_guard.embeddings import Embedder, shared_embedder
 from uq_guard.engine import Guard
@@ -72,29 +82,20 @@ logger = logging.getLogger(__name__)
 
 RECORDS_FILE = "records.jsonl"
 SETTINGS_FILE = "run.json"
-# settings that change what a record holds; the others (timeouts, concurrency) may differ on resume
-_RECORD_SETTINGS = (
-    "n_perturbations",
-    "n_samples",
-    "temperature",
-    "max_tokens",
-    "perturbation",
-    "seed",
-    "similarity",
-    "n_bootstrap",
-    "cluster_threshold",
-    "embedding_model",
-    "gaap_lexicon",
-    "gaap_key_ratio",
-    "gaap_max_generations",
-    "gaap_max_population",
-    "gaap_delta",
-    "gaap_min_fidelity",
-    "verbalized_confidence",
-    "adaptive",
-    "adaptive_first_samples",
-    "adaptive_agreement",
-    "adaptive_margin",
+# settings that cannot change what a record holds: they may differ on resume; every other
+# GuardConfig field is recorded in run.json and must match (a new field is guarded by default)
+_RUN_ONLY_SETTINGS = frozenset(
+    {
+        "max_concurrency",
+        "timeout_s",
+        "max_retries",
+        "retry_wait_s",
+        "strict",
+        "include_samples",
+        "policy",
+        "threshold",
+        "abstain_message",
+    }
 )
 
 _SAMPLING_STATS = (
@@ -149,7 +150,8 @@ def make_backend(
             ``"py:module:attr"`` (an object or a no-argument factory: a
             Backend or a LangChain chat model), or the object itself (a
             Backend or a LangChain chat model).
-        max_tokens: cap on the reply's tokens (the samples' cap is ``GuardConfig.max_tokens``).
+        max_tokens: cap on the reply's tokens, the product's reply length (the
+            samples' cap is ``GuardConfig.max_tokens``); None: the backend's own.
         seed: sampling seed of the local model.
         max_concurrency / timeout_s: for API and LangChain backends.
 
@@ -225,9 +227,10 @@ class ReplayBackend:
     Used to compare configurations on the same questions at a lower cost: the
     greedy reply and the samples of the unperturbed question do not depend on
     the perturbation, so a second run can take them from the first one's
-    records (same temperature, max_tokens, and at least as many samples). Only
-    first-round requests are replayed: a later round of adaptive sampling
-    (``seed_offset > 0``) always goes to ``backend``.
+    records (same system message and reply cap; for samples, same
+    temperature, max_tokens, and at least as many). Only first-round requests
+    are replayed: a later round of adaptive sampling (``seed_offset > 0``)
+    always goes to ``backend``.
 
     Attributes:
         replayed: requests served from the records, by question.
@@ -251,13 +254,18 @@ class ReplayBackend:
 
     def _replay(self, request: GenerationRequest) -> Generation | None:
         # a later adaptive round (seed_offset > 0) must draw new answers, not the stored ones
-        if len(request.messages) != 1 or request.seed_offset:
+        if request.seed_offset:
             return None
         question = user_prompt(request.messages)
+        system = _system_of(request.messages)
+        if tuple(request.messages) != _conversation(system, question):
+            return None  # a longer conversation (e.g. the verbalized question) is not stored
         record = self._by_question.get(question)
-        if record is None or record.prompts[0] != question:
+        if record is None or record.prompts[0] != question or record.system != system:
             return None
         if request.temperature is None:
+            if request.max_tokens != record.sampling.get("reply_max_tokens"):
+                return None  # a reply cut at another length
             generation = Generation(
                 texts=[record.reply],
                 token_logprobs=[record.reply_token_logprobs]
@@ -281,6 +289,21 @@ class ReplayBackend:
         return generation
 
 
+class _ReplyCap:
+    """Gives every request without a token cap of its own (the reply) ``max_tokens``."""
+
+    def __init__(self, backend: Backend, max_tokens: int) -> None:
+        self.backend = backend
+        self.max_tokens = max_tokens
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        capped = [
+            r if r.max_tokens is not None else dataclasses.replace(r, max_tokens=self.max_tokens)
+            for r in requests
+        ]
+        return await self.backend.generate(capped)
+
+
 # ---------------------------------------------------------------------------
 # Running
 # ---------------------------------------------------------------------------
@@ -291,19 +314,30 @@ def eval_config(config: GuardConfig | None = None, **overrides: Any) -> GuardCon
     return GuardConfig.build(config, **overrides, include_samples=True, policy="annotate")
 
 
-def _settings(config: GuardConfig, model: str) -> dict[str, Any]:
+def _settings(
+    config: GuardConfig, model: str, *, system: str | None, reply_max_tokens: int | None
+) -> dict[str, Any]:
     dumped = config.model_dump()
     settings = {
         key: (value if isinstance(value, (str, int, float, bool, type(None))) else repr(value))
         for key, value in dumped.items()
-        if key in _RECORD_SETTINGS
+        if key not in _RUN_ONLY_SETTINGS
     }
-    return {"model": model, **settings}
+    return {"model": model, "system": system, "reply_max_tokens": reply_max_tokens, **settings}
 
 
 def _check_resume(path: Path, settings: dict[str, Any]) -> None:
     if path.exists():
         before = json.loads(path.read_text(encoding="utf-8"))
+        # runs made before these settings existed sent no system message, and capped the
+        # reply and the samples alike
+        before.setdefault("system", None)
+        before.setdefault("reply_max_tokens", before.get("max_tokens"))
+        # and perturbed with the published GAAP (any sense, no neutral frames)
+        before.setdefault("gaap_edits", "paper")
+        before.setdefault("gaap_frames", False)
+        if settings.get("reply_max_tokens") is None:  # not stated: the backend's own, unknown
+            settings["reply_max_tokens"] = before["reply_max_tokens"]
         changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k, v) != v}
         if changed:
             what = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
@@ -326,6 +360,8 @@ async def arun_eval(
     concurrency: int = 1,
     reuse: Mapping[str, EvalRecord] | None = None,
     on_record: Callable[[EvalRecord], None] | None = None,
+    system: str | None = None,
+    reply_max_tokens: int | None = None,
 ) -> EvalRun:
     """Evaluate ``items`` with a guarded ``backend``; resume what ``out_dir`` already holds.
 
@@ -341,29 +377,45 @@ async def arun_eval(
         reuse: earlier records by id whose reply and x_0 samples may be reused
             (see :class:`ReplayBackend`).
         on_record: called with each new record as it is written (a progress bar).
+        system: a system message sent before every question (e.g. "Answer in a
+            few words."); None: the question alone.
+        reply_max_tokens: cap on the reply's tokens, the product's reply length
+            (every request without a cap of its own gets it; the samples keep
+            ``config.max_tokens``); None: the backend's own, not recorded.
 
     Raises:
-        ConfigurationError: ``out_dir`` holds records made with other settings.
+        ConfigurationError: ``out_dir`` holds records made with other settings
+            (a different system message or reply cap included), an empty ``system``,
+            or a ``reply_max_tokens`` below 1.
     """
     if concurrency < 1:
         raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
+    if reply_max_tokens is not None and reply_max_tokens < 1:
+        raise ConfigurationError(f"reply_max_tokens must be >= 1, got {reply_max_tokens}")
+    if system is not None and not system.strip():
+        raise ConfigurationError("system must be a non-empty message, or None for none")
     config = eval_config(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    settings = _settings(config, model_name)
+    settings = _settings(config, model_name, system=system, reply_max_tokens=reply_max_tokens)
     _check_resume(out / SETTINGS_FILE, settings)
     records_path = out / RECORDS_FILE
     done = {k: r for k, r in latest_records(read_records(records_path)).items() if r.ok}
 
     replay = ReplayBackend(backend, reuse) if reuse else None
-    guard = Guard(replay or backend, config, embedder=embedder)
+    model: Backend = replay or backend
+    if reply_max_tokens is not None:
+        model = _ReplyCap(model, reply_max_tokens)
+    guard = Guard(model, config, embedder=embedder)
     pending = [item for item in items if item.id not in done]
     slots = asyncio.Semaphore(concurrency)
     fresh: dict[str, EvalRecord] = {}
 
     async def one(item: EvalItem) -> None:
         async with slots:
-            record = await _evaluate_one(guard, item, config, judge, replay)
+            record = await _evaluate_one(
+                guard, item, config, judge, replay, system, reply_max_tokens
+            )
         append_record(records_path, record)
         fresh[item.id] = record
         if on_record is not None:
@@ -437,27 +489,46 @@ def temperature_folder(out_dir: str | Path, temperature: float) -> Path:
     return Path(out_dir) / f"T{temperature:g}"
 
 
+def _conversation(system: str | None, question: str) -> tuple[Message, ...]:
+    """What the model is sent for a question: the system message, if any, then the question."""
+    user: Message = {"role": "user", "content": question}
+    return (user,) if system is None else ({"role": "system", "content": system}, user)
+
+
+def _system_of(messages: Sequence[Message]) -> str | None:
+    """The system message before the last user message, when it is the only message before it."""
+    before = messages[: last_user_index(messages)]
+    if len(before) == 1 and before[0].get("role") == "system":
+        content = before[0].get("content")
+        return content if isinstance(content, str) else None
+    return None
+
+
 async def _evaluate_one(
     guard: Guard,
     item: EvalItem,
     config: GuardConfig,
     judge: Judge | None,
     replay: ReplayBackend | None,
+    system: str | None = None,
+    reply_max_tokens: int | None = None,
 ) -> EvalRecord:
     base = {
         "id": item.id,
         "question": item.question,
         "gold": item.gold,
+        "system": system,
         "sampling": {
             "temperature": config.temperature,
             "n_samples": config.n_samples,
             "max_tokens": config.max_tokens,
+            "reply_max_tokens": reply_max_tokens,
         },
         "scoring": _scoring_settings(config),
     }
     started = time.perf_counter()
     try:
-        result = await guard.arun(item.question)
+        result = await guard.arun(list(_conversation(system, item.question)))
     except UQGuardError as exc:
         logger.warning("question %s failed: %s", item.id, exc)
         return EvalRecord(**base, error=str(exc), seconds=time.perf_counter() - started)
@@ -535,8 +606,9 @@ async def aadd_verbalized(
     """Ask the model how sure it is of each stored reply; record the answer (one call each).
 
     For runs made without ``verbalized_confidence=True``: the same request the
-    guard would have sent (the question, the stored reply, then the
-    verbalized prompt; see :mod:`uq_guard.scoring.verbalized`) for every
+    guard would have sent (the record's system message if any, the question,
+    the stored reply, then the verbalized prompt; see
+    :mod:`uq_guard.scoring.verbalized`) for every
     answered record that has neither the score nor a note about it, in
     batches of ``batch_size``. Each updated record is appended (the latest
     record of a question wins), with ``scores["verbalized_confidence"]`` and
@@ -557,9 +629,7 @@ async def aadd_verbalized(
     todo = [r for r in latest.values() if r.ok and not _has_verbalized(r)]
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
-        requests = [
-            verbalized_request(({"role": "user", "content": r.question},), r.reply) for r in batch
-        ]
+        requests = [verbalized_request(_conversation(r.system, r.question), r.reply) for r in batch]
         answers = await backend.generate(requests)
         for record, answer in zip(batch, answers, strict=True):
             if not answer.ok:  # not recorded: the next call asks again

@@ -67,6 +67,7 @@ import numpy as np
 from uq_guard.backend import Usage
 from uq_guard.embeddings import Embedder
 from uq_guard.perturb.base import PerturbationResult
+from uq_guard.perturb.frames import FRAME_GENES, apply_frames, frame_options
 from uq_guard.perturb.lexicon import Lexicon, Substitutions
 
 __all__ = [
@@ -108,6 +109,44 @@ STOPWORDS = frozenset(
     """.split()  # noqa: SIM905 (a word list reads better as text)
 )
 """Words never chosen as key tokens (function words carry no topic)."""
+
+ANSWER_WORDS = frozenset(
+    """
+    plus minus times multiplied multiply divided divide over sum difference product quotient
+    remainder squared cubed square cube root roots power powers percent percentage half halves
+    double twice triple add added adding subtract subtracted subtracting multiplying dividing
+    equal equals total average mean median modulo mod factorial exponent logarithm log greater
+    fewer larger smaller bigger higher lower longer shorter older younger
+    zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen
+    fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty
+    ninety hundred thousand million billion trillion dozen first second third fourth fifth
+    sixth seventh eighth ninth tenth last next previous
+    capital capitals currency currencies author authors writer wrote written year years date
+    dates day days month months century decade president presidents leader king queen
+    emperor prime minister chancellor mayor governor founder founded inventor invented
+    director directed composer composed singer sang painter painted architect population
+    language languages area height length width weight depth size speed distance temperature
+    price cost age born birth birthplace died death dies located location continent country
+    countries city cities state states river mountain ocean sea lake island flag anthem
+    religion government name named called symbol formula element number color colour
+    largest smallest biggest highest lowest longest shortest oldest youngest tallest deepest
+    fastest slowest most least best worst earliest latest nearest farthest furthest
+    not never none without nobody nothing cannot
+    """.split()  # noqa: SIM905 (a word list reads better as text)
+)
+"""Words an answer depends on, never edited when GAAP preserves the question.
+
+Operators and number words ("39 *minus* 13", "*twice*"), the relation a
+factoid question asks for ("the *capital* of", "the *currency* of", "who
+*wrote*"), comparisons ("the *largest*") and negation. Substituting or
+deleting one of them changes what is asked (ALGORITHMS.md §3, "Answer
+preservation"); names, numbers and quoted text are protected on top.
+"""
+
+FILLER_WORDS = frozenset(
+    "please exactly actually really just basically currently precisely kindly".split()  # noqa: SIM905
+)
+"""Words GAAP may still delete when it preserves the question: they carry no content."""
 
 # A sentence may open with these capitalised without them being names.
 _SENTENCE_STARTERS = frozenset(
@@ -208,8 +247,16 @@ def protected_spans(text: str, protected: Sequence[str] = ()) -> list[tuple[int,
     return _merge(widened)
 
 
-def segment(text: str, protected: Sequence[str] = ()) -> list[Slot]:
-    """Cut ``text`` into word, gap and protected slots; joining their texts gives ``text`` back."""
+def segment(
+    text: str, protected: Sequence[str] = (), *, fixed_words: Iterable[str] = ()
+) -> list[Slot]:
+    """Cut ``text`` into word, gap and protected slots; joining their texts gives ``text`` back.
+
+    Words in ``fixed_words`` (lower case, e.g. :data:`ANSWER_WORDS`) and
+    stopwords are word slots that never become key tokens, so no operator
+    touches them.
+    """
+    never_keys = STOPWORDS | frozenset(fixed_words)
     slots: list[Slot] = []
     n_words = 0
 
@@ -220,7 +267,7 @@ def segment(text: str, protected: Sequence[str] = ()) -> list[Slot]:
             if match.start() > cursor:
                 slots.append(Slot(piece[cursor : match.start()], "gap"))
             word = match.group()
-            slots.append(Slot(word, "word", n_words, word.lower() not in STOPWORDS))
+            slots.append(Slot(word, "word", n_words, word.lower() not in never_keys))
             n_words += 1
             cursor = match.end()
         if cursor < len(piece):
@@ -309,11 +356,13 @@ def substitution_sets(
     keys: Sequence[int],
     options: dict[str, list[str]],
     max_substitutes: int | None = None,
+    deletable: Callable[[str], bool] | None = None,
 ) -> dict[int, tuple[str, ...]]:
     """``SUB(t)`` for every key position: the lexicon's substitutes, then deletion (``""``).
 
     Substitutes take the original's capitalisation, never equal the original
     word, and are capped at ``max_substitutes`` (deletion comes on top).
+    With ``deletable``, deletion is offered only for the words it accepts.
     """
     sets: dict[int, tuple[str, ...]] = {}
     for index in keys:
@@ -329,7 +378,8 @@ def substitution_sets(
             kept.append(option)
             if max_substitutes is not None and len(kept) >= max_substitutes:
                 break
-        sets[index] = (*kept, "")
+        can_delete = deletable is None or deletable(word)
+        sets[index] = (*kept, "") if can_delete else tuple(kept)
     return sets
 
 
@@ -485,13 +535,29 @@ class GAAPRun:
     notes: list[str] = field(default_factory=list)
 
 
+def _is_filler(word: str) -> bool:
+    return word.lower() in FILLER_WORDS
+
+
 @dataclass
 class _Plan:
     slots: list[Slot]
-    original: Individual
+    original: Individual  # the word slots, then one "" per frame gene when frames are on
     keys: list[int]
     prompt_vector: np.ndarray | None
     notes: list[str]
+    n_words: int = 0
+
+    @property
+    def genes(self) -> list[int]:
+        """Positions of the frame genes (after the word slots)."""
+        return list(range(self.n_words, len(self.original)))
+
+    def render(self, individual: Individual) -> str:
+        text = render(self.slots, individual)
+        if len(individual) == self.n_words:
+            return text
+        return apply_frames(text, dict(zip(FRAME_GENES, individual[self.n_words :], strict=True)))
 
 
 class GAAPPerturber:
@@ -501,6 +567,14 @@ class GAAPPerturber:
         embedder: the engine's embedder, or a zero-argument callable that
             returns it (so the model loads only when GAAP first runs).
         lexicon: where substitutes come from (:mod:`uq_guard.perturb.lexicon`).
+        edits: ``"preserving"`` (default) keeps what the prompt asks: the
+            words an answer depends on (:data:`ANSWER_WORDS`) are never key
+            tokens, and only filler words (:data:`FILLER_WORDS`) may be
+            deleted; ``"paper"`` is the paper's algorithm as published (any
+            key token may be substituted or deleted).
+        frames: add the meaning-neutral genes of :mod:`uq_guard.perturb.frames`
+            (an instruction frame, a closing, a punctuation or casing edit) to
+            every individual; GAAP's operators treat them like word slots.
         key_ratio: share of the prompt's words taken as key tokens.
         max_generations: generations at most.
         max_population: population cap.
@@ -524,6 +598,8 @@ class GAAPPerturber:
         embedder: Embedder | Callable[[], Embedder],
         lexicon: Lexicon,
         *,
+        edits: Literal["preserving", "paper"] = "preserving",
+        frames: bool = True,
         key_ratio: float = 0.3,
         max_generations: int = 8,
         max_population: int = 64,
@@ -541,6 +617,8 @@ class GAAPPerturber:
     ) -> None:
         self._embedder = embedder
         self.lexicon = lexicon
+        self.edits = edits
+        self.frames = frames
         self.key_ratio = key_ratio
         self.max_generations = max_generations
         self.max_population = max_population
@@ -584,11 +662,14 @@ class GAAPPerturber:
     async def run(self, prompt: str, m: int) -> tuple[GAAPRun, Substitutions | None]:
         """One full GAAP run; also returns what the lexicon said (None when not asked)."""
         plan = await asyncio.to_thread(self._plan, prompt)
-        if not plan.keys:
+        if not plan.keys and not plan.genes:
             notes = [*plan.notes, "GAAP found no word it may change: no perturbations"]
             return GAAPRun(prompts=[], n_real=0, stop_reason="no_key_tokens", notes=notes), None
         key_words = [plan.original[i] for i in plan.keys]
-        substitutions = await self.lexicon.substitutes(key_words, prompt)
+        if key_words:
+            substitutions = await self.lexicon.substitutes(key_words, prompt)
+        else:
+            substitutions = Substitutions(options={}, lexicon=self.lexicon.name)
         run = await asyncio.to_thread(self._evolve, prompt, plan, substitutions, m)
         run.notes = [*plan.notes, *substitutions.notes, *run.notes]
         return run, substitutions
@@ -596,8 +677,10 @@ class GAAPPerturber:
     # -- the synchronous parts (run off the event loop) ---------------------------
 
     def _plan(self, prompt: str) -> _Plan:
-        slots = segment(prompt, self.protected)
-        original = words_of(slots)
+        fixed = ANSWER_WORDS if self.edits == "preserving" else ()
+        slots = segment(prompt, self.protected, fixed_words=fixed)
+        words = words_of(slots)
+        original = words + ("",) * len(FRAME_GENES) if self.frames else words
         notes: list[str] = []
         candidates: dict[str, list[int]] = {}
         for slot in slots:
@@ -609,18 +692,18 @@ class GAAPPerturber:
                 "distinct words"
             )
             candidates = dict(list(candidates.items())[: self.max_candidates])
-        if not candidates:
-            return _Plan(slots, original, [], None, notes)
-        words = list(candidates)
-        vectors = self.embedder.encode([prompt, *words])
+        if not candidates and not self.frames:
+            return _Plan(slots, original, [], None, notes, len(words))
+        distinct = list(candidates)
+        vectors = self.embedder.encode([prompt, *distinct])
         cosines = vectors[1:].astype(np.float64) @ vectors[0].astype(np.float64)
         similarities = {
             index: round(float(cosine), 6)
-            for word, cosine in zip(words, cosines, strict=True)
+            for word, cosine in zip(distinct, cosines, strict=True)
             for index in candidates[word]
         }
         keys = select_key_positions(slots, similarities, self.key_ratio, self.max_key_tokens)
-        return _Plan(slots, original, keys, vectors[0], notes)
+        return _Plan(slots, original, keys, vectors[0], notes, len(words))
 
     def _evaluate(
         self, plan: _Plan, individuals: Sequence[Individual], fitness: dict[Individual, float]
@@ -629,7 +712,7 @@ class GAAPPerturber:
         fresh = [ind for ind in dict.fromkeys(individuals) if ind not in fitness]
         if not fresh:
             return 0
-        texts = [render(plan.slots, ind) for ind in fresh]
+        texts = [plan.render(ind) for ind in fresh]
         assert plan.prompt_vector is not None
         values = fidelity(plan.prompt_vector, self.embedder.encode(texts), self.similarity)
         for individual, value in zip(fresh, values, strict=True):
@@ -645,13 +728,22 @@ class GAAPPerturber:
     def _evolve(self, prompt: str, plan: _Plan, found: Substitutions, m: int) -> GAAPRun:
         rng = self.rng(prompt)
         original = plan.original
-        subs = substitution_sets(original, plan.keys, found.options, self.max_substitutes)
+        deletable = (
+            (lambda word: word.lower() in FILLER_WORDS) if self.edits == "preserving" else None
+        )
+        subs = substitution_sets(
+            original, plan.keys, found.options, self.max_substitutes, deletable
+        )
         notes: list[str] = []
-        if all(len(options) == 1 for options in subs.values()):
+        if plan.keys and all(not any(options) for options in subs.values()):
             notes.append(
                 f"the {found.lexicon} lexicon had no substitutes for the key tokens "
-                f"({', '.join(original[i] for i in plan.keys)}): GAAP can only delete them"
+                f"({', '.join(original[i] for i in plan.keys)})"
+                + (": GAAP can only delete them" if self.edits == "paper" else "")
             )
+        if plan.genes:
+            for position, options in zip(plan.genes, frame_options().values(), strict=True):
+                subs[position] = (*options, "")
         fitness: dict[Individual, float] = {}
         outputs = {original}
 
@@ -660,7 +752,7 @@ class GAAPPerturber:
                 ind
                 for ind in dict.fromkeys(individuals)
                 if ind not in outputs
-                and render(plan.slots, ind) != prompt.strip()
+                and plan.render(ind) != prompt.strip()
                 and fitness[ind] >= self.min_fidelity
             ]
 
@@ -688,7 +780,7 @@ class GAAPPerturber:
             population = self._cap(viable([*parents, *children, *mutants]), rng)
             generations.append(population)
 
-        texts = {ind: render(plan.slots, ind) for ind in fitness}
+        texts = {ind: plan.render(ind) for ind in fitness}
         # distinct individuals can read the same (a deletion next to a gap): draw texts
         text_generations = [list(dict.fromkeys(texts[ind] for ind in pop)) for pop in generations]
         drawn, n_real = draw_across_generations(

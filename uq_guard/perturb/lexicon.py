@@ -27,7 +27,7 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from uq_guard.backend import Backend, GenerationRequest, Usage
 
@@ -36,6 +36,7 @@ __all__ = [
     "Lexicon",
     "ModelLexicon",
     "NoLexicon",
+    "Sense",
     "Substitutions",
     "UserLexicon",
     "WordNetLexicon",
@@ -43,6 +44,7 @@ __all__ = [
     "inflect_like",
     "parse_substitutes",
     "preload_wordnet",
+    "wordnet_senses",
     "wordnet_substitutes",
 ]
 
@@ -251,30 +253,112 @@ def _lookup_wordnet(word: str) -> tuple[tuple[str, ...], str | None]:
     return tuple(_clean_options(lowered, inflected)), pos
 
 
+@dataclass(frozen=True)
+class Sense:
+    """One WordNet sense of a word: what :class:`WordNetLexicon` chooses among in context.
+
+    Attributes:
+        pos: WordNet's part of speech (``n``, ``v``, ``a``, ``r``).
+        gloss: the lemmas and the definition, as text to embed
+            (``"capital: a seat of government"``).
+        synonyms: the sense's other lemmas, cleaned and inflected like the word.
+    """
+
+    pos: str
+    gloss: str
+    synonyms: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=20_000)
+def wordnet_senses(word: str) -> tuple[Sense, ...]:
+    """Every WordNet sense of ``word`` with its synonyms; none for a compared adjective.
+
+    A comparative or superlative ("larger", "largest") gets no senses: its
+    synonyms would drop the comparison, which is what the question asks.
+
+    Raises:
+        LookupError: the WordNet corpus is not installed.
+    """
+    with _WORDNET_LOCK:
+        wn = _wordnet()
+        lowered = word.lower()
+        base = wn.morphy(lowered, "a")
+        if base and base != lowered and re.search(r"(er|est)$", lowered):
+            return ()
+        senses = []
+        for synset in wn.synsets(lowered):
+            pos = "a" if synset.pos() == "s" else synset.pos()
+            lemma = wn.morphy(lowered, pos) or lowered
+            names = [name.replace("_", " ") for name in synset.lemma_names()]
+            others = [name for name in names if name.casefold() != lemma.casefold()]
+            inflected = [inflect_like(lowered, lemma, name) for name in others]
+            senses.append(
+                Sense(
+                    pos=pos,
+                    gloss=f"{', '.join(names)}: {synset.definition()}",
+                    synonyms=tuple(_clean_options(lowered, inflected)),
+                )
+            )
+    return tuple(senses)
+
+
 def _zip_longest(lists: list[list[str]]) -> list[list[str]]:
     longest = max((len(items) for items in lists), default=0)
     return [[items[i] for items in lists if i < len(items)] for i in range(longest)]
 
 
 class WordNetLexicon:
-    """WordNet synonyms ∪ hypernyms ∪ hyponyms (see :func:`wordnet_substitutes`).
+    """WordNet substitutes: of the sense that fits the prompt, or of every sense.
+
+    * ``sense="context"`` (needs ``embedder``): the synonyms of the one sense
+      of the word whose gloss (lemmas and definition, :class:`Sense`) is
+      closest to the prompt in embedding space, so "capital" in "What is the
+      capital of Peru?" keeps to "a seat of government" and never becomes
+      "venture capital", and "used" in "What currency is used in Peru?"
+      becomes "employed", not "puted". No hypernyms or hyponyms: a broader or
+      narrower word asks another question.
+    * ``sense="any"`` (the paper's choice): synonyms ∪ hypernyms ∪ hyponyms of
+      the word's most frequent part of speech (:func:`wordnet_substitutes`).
 
     The corpus loads once per process (several seconds), off the event loop:
     in a background thread from construction on (``preload=True``), so that
     a guard built at start-up has it ready for its first call.
+
+    Args:
+        embedder: an :class:`~uq_guard.embeddings.Embedder` or a zero-argument
+            callable returning one (needed for ``sense="context"``).
+        sense: ``"context"`` or ``"any"``; ``"context"`` without an embedder
+            falls back to ``"any"``.
+        preload: start loading WordNet now, in a background thread.
     """
 
     name = "wordnet"
 
-    def __init__(self, *, preload: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        embedder: Any = None,
+        sense: Literal["context", "any"] = "any",
+        preload: bool = True,
+    ) -> None:
+        self._embedder = embedder
+        self.sense = sense if embedder is not None else "any"
         if preload:
             preload_wordnet()
 
-    async def substitutes(self, words: Sequence[str], context: str) -> Substitutions:
-        return await asyncio.to_thread(self.lookup, words)
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is not None and not hasattr(self._embedder, "encode"):
+            self._embedder = self._embedder()
+        return self._embedder
 
-    def lookup(self, words: Sequence[str]) -> Substitutions:
+    async def substitutes(self, words: Sequence[str], context: str) -> Substitutions:
+        return await asyncio.to_thread(self.lookup, words, context)
+
+    def lookup(self, words: Sequence[str], context: str = "") -> Substitutions:
         """The synchronous lookup behind :meth:`substitutes`."""
+        if self.sense == "context" and context.strip():
+            return self._lookup_in_context(words, context)
         options: dict[str, list[str]] = {}
         pos: dict[str, str] = {}
         for word in dict.fromkeys(words):
@@ -282,6 +366,23 @@ class WordNetLexicon:
             options[word] = list(found)
             if tag is not None:
                 pos[word] = tag
+        return Substitutions(options=options, lexicon=self.name, pos=pos)
+
+    def _lookup_in_context(self, words: Sequence[str], context: str) -> Substitutions:
+        distinct = list(dict.fromkeys(words))
+        senses = {word: wordnet_senses(word) for word in distinct}
+        glosses = list(dict.fromkeys(s.gloss for found in senses.values() for s in found))
+        options: dict[str, list[str]] = {word: [] for word in distinct}
+        pos: dict[str, str] = {}
+        if not glosses:
+            return Substitutions(options=options, lexicon=self.name)
+        vectors = self.embedder.encode([context, *glosses])
+        closeness = dict(zip(glosses, vectors[1:] @ vectors[0], strict=True))
+        for word, found in senses.items():
+            if found:
+                best = max(found, key=lambda s: float(closeness[s.gloss]))
+                options[word] = list(best.synonyms)
+                pos[word] = best.pos
         return Substitutions(options=options, lexicon=self.name, pos=pos)
 
 
@@ -461,6 +562,8 @@ def default_lexicon(
     *,
     backend: Backend | None = None,
     user_substitutions: Mapping[str, Sequence[str]] | None = None,
+    embedder: Any = None,
+    sense: Literal["context", "any"] = "any",
 ) -> Lexicon:
     """The lexicon ``GuardConfig.gaap_lexicon`` names (see the module docstring for ``auto``).
 
@@ -468,6 +571,7 @@ def default_lexicon(
         choice: ``"auto"``, ``"wordnet"``, ``"model"``, ``"user"`` or ``"none"``.
         backend: the model a model lexicon asks.
         user_substitutions: the user dict.
+        embedder / sense: how WordNet picks senses (see :class:`WordNetLexicon`).
 
     Raises:
         ConfigurationError: the named lexicon cannot be built (no WordNet
@@ -477,13 +581,15 @@ def default_lexicon(
     from uq_guard.perturb.wordnet import wordnet_available
 
     user = UserLexicon(user_substitutions) if user_substitutions else None
+    wordnet = WordNetLexicon(embedder=embedder, sense=sense, preload=False)
     if choice == "wordnet":
         if not wordnet_available():
             raise ConfigurationError(
                 "gaap_lexicon='wordnet' but the WordNet corpus is not installed; "
                 "run `uq-guard setup wordnet`"
             )
-        return CombinedLexicon([user, WordNetLexicon()]) if user else WordNetLexicon()
+        preload_wordnet()
+        return CombinedLexicon([user, wordnet]) if user else wordnet
     if choice == "model":
         if backend is None:
             raise ConfigurationError("gaap_lexicon='model' needs a model to ask")
@@ -499,7 +605,8 @@ def default_lexicon(
             f"gaap_lexicon={choice!r}: choose one of auto, wordnet, model, user, none"
         )
     if wordnet_available():
-        return CombinedLexicon([user, WordNetLexicon()]) if user else WordNetLexicon()
+        preload_wordnet()
+        return CombinedLexicon([user, wordnet]) if user else wordnet
     if backend is not None:
         logger.warning(
             "WordNet is not installed (run `uq-guard setup wordnet`); "

@@ -8,7 +8,9 @@
 
 Every scorer returns an *uncertainty* (higher = less sure) as a plain float,
 never NaN, and is defined for a single answer. :func:`support` is not a
-scorer: it ranks answers for the best-of policy.
+scorer: it ranks answers for the best-of policy. :func:`agreement_confidence`
+is not one either: it puts the answers' agreement on the label-free
+confidence scale of ALGORITHMS §2.9 ("One scale"), for the sample-only path.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from uq_guard._exceptions import ConfigurationError
 from uq_guard.scoring.similarity import _as_embedding_rows, _as_square_matrix, _unit_rows
 
 __all__ = [
+    "agreement_confidence",
     "degree_uncertainty",
     "eccentricity_uncertainty",
     "eigv_uncertainty",
@@ -63,6 +66,43 @@ def degree_uncertainty(sim: np.ndarray) -> float:
     """
     weights = _as_square_matrix(sim, "sim", non_negative=True)
     return float(1.0 - weights.mean())
+
+
+def agreement_confidence(sim: np.ndarray, unrelated_similarity: float = 0.0) -> float | None:
+    """Label-free confidence from how much m answers agree (ALGORITHMS §2.9, "One scale").
+
+    ``clip((s̄ - u) / (1 - u), 0, 1)``, with ``s̄`` the mean off-diagonal
+    similarity (every pair of distinct answers, the diagonal left out) and
+    ``u`` the similarity two unrelated answers get. So "every answer the
+    same" gives 1 and "every answer unrelated" gives 0, the two ends of
+    Inv-Entropy's label-free confidence, and one threshold means one thing
+    on both paths. For a fixed m, ``s̄`` is an affine map of Degree
+    (``1 - U_Deg = 1/m + (1 - 1/m)·s̄``), so the two rank calls alike.
+
+    Args:
+        sim: ``(m, m)`` similarity of m answers, unit diagonal expected.
+        unrelated_similarity: ``u``, in ``[0, 1)``: 0.5 for
+            ``shifted_cosine``, 0 for ``abs_cosine`` and a user callable.
+
+    Returns:
+        The confidence in ``[0, 1]``, or None for a single answer (no pair
+        to compare).
+
+    Raises:
+        ConfigurationError: ``sim`` is not a square, finite, non-negative
+            matrix, or ``unrelated_similarity`` is outside ``[0, 1)``.
+    """
+    if not 0.0 <= unrelated_similarity < 1.0:
+        raise ConfigurationError(
+            f"unrelated_similarity must be in [0, 1), got {unrelated_similarity}"
+        )
+    weights = _as_square_matrix(sim, "sim", non_negative=True)
+    count = weights.shape[0]
+    if count < 2:
+        return None
+    mean_pair = (weights.sum() - np.trace(weights)) / (count * (count - 1))
+    scaled = (mean_pair - unrelated_similarity) / (1.0 - unrelated_similarity)
+    return float(np.clip(scaled, 0.0, 1.0))
 
 
 def eigv_uncertainty(sim: np.ndarray) -> float:

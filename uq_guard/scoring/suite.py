@@ -2,9 +2,15 @@
 
 :func:`score_samples` is the scoring step of the engine: it embeds the
 distinct texts once, builds the prompt and answer similarity graphs, and runs
-Inv-Entropy, the sample-only baselines and (when log-probabilities came back)
-the white-box scores. It also picks the reported confidence: Inv-Entropy's
-label-free confidence when there were perturbations, Degree otherwise.
+Inv-Entropy, the sample-only baselines, (when log-probabilities came back)
+the white-box scores, and two plain agreement scores (confidences, higher =
+surer): ``reply_agreement``, the mean similarity of the reply to the samples
+of x_0, and ``reply_agreement_perturbed``, to the samples of every prompt.
+It also picks the reported confidence: Inv-Entropy's
+label-free confidence when there were perturbations, the agreement of the
+reply with the samples of x_0 otherwise (method ``"degree"``). Both are on one
+scale (ALGORITHMS §2.9, "One scale"): "every answer the same" near 1, "every
+answer unrelated" near 0.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import numpy as np
 
 from uq_guard.embeddings import Embedder
 from uq_guard.scoring.baselines import (
+    agreement_confidence,
     degree_uncertainty,
     eccentricity_uncertainty,
     eigv_uncertainty,
@@ -35,6 +42,13 @@ SimilarityOption = str | Callable[[list[str]], np.ndarray]
 UNRELATED_SIMILARITY = {"shifted_cosine": 0.5, "abs_cosine": 0.0}
 
 
+def unrelated_similarity(similarity: SimilarityOption) -> float:
+    """What two unrelated texts score under ``similarity``; 0 for a user callable."""
+    if isinstance(similarity, str):
+        return UNRELATED_SIMILARITY.get(similarity, 0.0)
+    return 0.0
+
+
 @dataclass
 class SampleScores:
     """What the scoring step found.
@@ -42,8 +56,8 @@ class SampleScores:
     Attributes:
         scores: every score that ran, by name.
         confidence: the reported confidence in [0, 1], or None when nothing
-            could be scored (no samples).
-        uncertainty: the primary method's uncertainty.
+            could be scored (no answer to compare).
+        uncertainty: the primary method's uncertainty (NaN without a confidence).
         method: which scorer ``confidence`` comes from.
         candidate_support: support of the reply (first) and of each sample
             of x_0 among those samples, for the best-of policy.
@@ -109,19 +123,21 @@ def score_samples(
     result.answer_agreement = largest_cluster_share(
         cosine_matrix(embeddings[agreeing_rows]), cluster_threshold
     )
+    unrelated = unrelated_similarity(similarity)
     inv = inv_entropy(
         sim[np.ix_(prompt_rows, prompt_rows)],
         sim[np.ix_(answer_rows, answer_rows)],
         groups=pair_prompt,
         n_bootstrap=n_bootstrap if len(pair_answer) > len(set(pair_prompt)) else 0,
         seed=seed,
-        unrelated_similarity=UNRELATED_SIMILARITY.get(similarity, 0.0)
-        if isinstance(similarity, str)
-        else 0.0,
+        unrelated_similarity=unrelated,
     )
     result.scores.update(inv.as_scores())
 
+    reply_row = position[reply]
+    result.scores["reply_agreement_perturbed"] = float(np.mean(sim[reply_row, answer_rows]))
     x0_rows = [position[a] for a in answers[0]]
+    sample_only_confidence = None
     if x0_rows:
         sim_x0 = sim[np.ix_(x0_rows, x0_rows)]
         result.scores.update(
@@ -132,9 +148,14 @@ def score_samples(
                 cosine_matrix(embeddings[x0_rows]), cluster_threshold
             ),
             semantic_volume=semantic_volume(embeddings[x0_rows]),
+            reply_agreement=float(np.mean(sim[reply_row, x0_rows])),
         )
         candidate_rows = [position[reply], *x0_rows]
-        result.candidate_support = support(sim[np.ix_(candidate_rows, candidate_rows)])
+        candidate_sim = sim[np.ix_(candidate_rows, candidate_rows)]
+        result.candidate_support = support(candidate_sim)
+        # The reply is one of the answers compared: the confidence is about what the user
+        # gets, and with one sample (r = 1) the reply and that sample still make a pair.
+        sample_only_confidence = agreement_confidence(candidate_sim, unrelated)
     else:
         result.notes.append(
             "every sample of the original prompt failed: sample-only baselines were skipped"
@@ -146,12 +167,15 @@ def score_samples(
     if len(set(pair_prompt)) > 1 and inv.confidence is not None:
         result.method, result.confidence = "inv_entropy", inv.confidence
         result.uncertainty = inv.inv_entropy
-    elif "degree" in result.scores:
+    elif sample_only_confidence is not None:
         result.method = "degree"
         result.uncertainty = result.scores["degree"]
-        result.confidence = float(np.clip(1.0 - result.scores["degree"], 0.0, 1.0))
+        result.confidence = sample_only_confidence
         if len(prompts) > 1:
-            result.notes.append("perturbed prompts got no answers: confidence from Degree")
+            result.notes.append(
+                "perturbed prompts got no answers: confidence from the agreement of the "
+                "reply and the prompt's samples (method degree)"
+            )
     else:
         result.notes.append("no answer to the original prompt: no confidence")
     return result
