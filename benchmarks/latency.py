@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import openai
 from uq_guard_openai import wrap_openai
-from uq_guard_server import OpenAIUpstream, ServerSettings, create_app
+from uq_guard_server import OpenAIUpstream, ServerPolicy, ServerSettings, create_app
 
 from uq_guard import GuardConfig
 from uq_guard.embeddings import shared_embedder
@@ -119,7 +119,15 @@ async def load(url: str, clients: int, seconds: float) -> tuple[list[float], int
 def proxy_table(clients: int, seconds: float) -> list[tuple[str, ...]]:
     guard = GuardConfig(n_perturbations=N_PROMPTS - 1, n_samples=N_SAMPLES, max_concurrency=16)
     with ScriptedUpstream(answer, delay_s=DELAY_S) as upstream:
-        app = create_app(OpenAIUpstream(upstream.base_url), ServerSettings(guard=guard))
+        # Every client at work at once, each request at its own concurrency: the
+        # figures measure the proxy, not its admission limits.
+        settings = ServerSettings(
+            guard=guard,
+            policy=ServerPolicy(max_request_concurrency=guard.max_concurrency),
+            max_active_requests=clients,
+            max_queue=clients,
+        )
+        app = create_app(OpenAIUpstream(upstream.base_url), settings)
         with serving(app) as url:
             latencies, errors, wall = asyncio.run(load(url, clients, seconds))
     cuts = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else [0.0] * 19

@@ -27,23 +27,19 @@ SCRIPT = [
     "Who wrote the novel Moby-Dick?",
     "What is the capital of Australia?",
 ]
-SYSTEM = SystemMessage("You are a helpful assistant. Answer in one short sentence.")
-
-# The library's default budget (9 GAAP perturbations × 5 samples) with short
-# samples, so a reply takes seconds on two CPU cores.
-DEMO_SETTINGS = {
-    "n_perturbations": 9,
-    "n_samples": 5,
-    "max_tokens": 32,
-    "policy": "abstain",
-    "threshold": 0.5,
-}
+# The system message the shipped calibration was fitted with (see README, "Benchmarks").
+SYSTEM = SystemMessage("Answer in a few words.")
 
 
 def build_chatbot() -> GuardedChatModel:
-    """SmolLM2 (greedy replies) wrapped in an abstaining guard."""
-    local = HuggingFaceChatModel.default(max_new_tokens=64, seed=0)
-    return GuardedChatModel(model=local, **DEMO_SETTINGS)
+    """SmolLM2 (greedy replies) wrapped in an abstaining guard.
+
+    ``HuggingFaceChatModel.default()`` carries the calibration fitted for it
+    and the sampling budget it was fitted with (``guard_defaults``), so the
+    confidence printed is a fitted P(correct) and the threshold means that.
+    """
+    local = HuggingFaceChatModel.default(seed=0)
+    return GuardedChatModel(model=local, policy="abstain")
 
 
 def ask(
@@ -82,10 +78,11 @@ def main() -> int:
 
     print("Loading SmolLM2-135M-Instruct and the embedding model...")
     chat = build_chatbot()
+    settings = chat.guard_config
+    scale = "P(correct), calibrated" if settings.calibration is not None else "label-free"
     print(
-        f"Guard: abstain when confidence < {DEMO_SETTINGS['threshold']}, "
-        f"{DEMO_SETTINGS['n_perturbations']} perturbed prompts × "
-        f"{DEMO_SETTINGS['n_samples']} samples per reply."
+        f"Guard: abstain when confidence ({scale}) < {settings.threshold}, "
+        f"{settings.n_perturbations} perturbed prompts × {settings.n_samples} samples per reply."
     )
     history: list[BaseMessage] = []
     for question in SCRIPT:

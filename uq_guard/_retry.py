@@ -2,7 +2,9 @@
 
 A backend reports failures per request; :func:`generate_with_retries` sends
 the retryable ones again (with exponential backoff that honours a server's
-``Retry-After``) and leaves the rest failed. Which errors are retryable is
+``Retry-After``) and leaves the rest failed. A request that came back with
+only some of its ``n`` answers and a retryable error is sent again for the
+missing answers only; the answers it got are kept. Which errors are retryable is
 decided by duck typing, so the engine needs no SDK import: rate limits,
 timeouts, connection errors and 5xx are; bad requests and auth errors are not.
 """
@@ -10,6 +12,7 @@ timeouts, connection errors and 5xx are; bad requests and auth errors are not.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -89,6 +92,13 @@ async def generate_with_retries(
 ) -> list[Generation]:
     """Answer ``requests``; resend the retryable failures up to ``max_retries`` times.
 
+    A wholly failed request is sent again as it was. A partly answered one
+    (some of its ``n`` answers and a retryable error, as when one of the
+    per-answer calls of a backend without ``n`` failed) keeps what it got and
+    is sent again for the missing answers only, so one failed sample in a good
+    batch costs one more call, not a degraded report. Every resend of every
+    request shares the one budget of ``max_retries`` rounds.
+
     Never raises for a failed request: the last failure stays in its
     ``Generation.error``. A backend that raises as a whole counts as every
     request failing with that exception. Usage of failed attempts is kept.
@@ -96,6 +106,7 @@ async def generate_with_retries(
     results: list[Generation] = [Generation() for _ in requests]
     spent = [Generation().usage for _ in requests]
     pending = list(range(len(requests)))
+    resends = 0
     backoff = wait_exponential(multiplier=first_wait_s, max=max_wait_s)
 
     def wait(state: RetryCallState) -> float:
@@ -112,15 +123,13 @@ async def generate_with_retries(
     )
     async for attempt in retrying:
         with attempt:
-            batch = [requests[i] for i in pending]
+            batch = [_missing_part(requests[i], results[i], resends) for i in pending]
             answers = await _generate_round(backend, batch, timeout_s)
             for index, answer in zip(pending, answers, strict=True):
                 spent[index] = spent[index] + answer.usage
-                results[index] = answer
-            # Only wholly failed requests are resent; a partial one keeps what it got.
-            pending = [
-                i for i in pending if not results[i].texts and is_retryable(results[i].error)
-            ]
+                results[index] = _merged(results[index], answer)
+            resends += 1
+            pending = [i for i in pending if _wants_resend(requests[i], results[i])]
             if pending and attempt.retry_state.attempt_number <= max_retries:
                 logger.info(
                     "retrying %d failed request(s): %s", len(pending), results[pending[0]].error
@@ -130,6 +139,53 @@ async def generate_with_retries(
     for index, result in enumerate(results):
         result.usage = spent[index]
     return results
+
+
+def _wants_resend(request: GenerationRequest, result: Generation) -> bool:
+    """Whether some of ``request``'s answers are missing after a retryable failure."""
+    return len(result.texts) < request.n and is_retryable(result.error)
+
+
+def _missing_part(request: GenerationRequest, got: Generation, resends: int) -> GenerationRequest:
+    """``request`` as it is, or, when some answers came back, a request for the rest."""
+    if not got.texts:
+        return request
+    # A seeded backend (the local model) would draw the answers already kept all over
+    # again: each resend gets a sampling seed of its own.
+    return dataclasses.replace(
+        request,
+        n=request.n - len(got.texts),
+        seed_offset=request.seed_offset + _RESEND_SEED_STRIDE * (resends + 1),
+    )
+
+
+#: Far from the small offsets of the sampling rounds (0, 1), so a resend never repeats one.
+_RESEND_SEED_STRIDE = 1_000_003
+
+
+def _merged(kept: Generation, answer: Generation) -> Generation:
+    """What a request has after ``answer``: the answers kept so far, then the new ones."""
+    if not kept.texts:
+        return answer
+    return Generation(
+        texts=[*kept.texts, *answer.texts],
+        token_logprobs=_joined(kept.token_logprobs, answer.token_logprobs, answer.texts),
+        token_entropies=_joined(kept.token_entropies, answer.token_entropies, answer.texts),
+        raw=[*kept.raw, *answer.raw],
+        usage=answer.usage,  # the caller sums usage over attempts
+        error=answer.error,
+    )
+
+
+def _joined(
+    kept: list[list[float]] | None, new: list[list[float]] | None, new_texts: list[str]
+) -> list[list[float]] | None:
+    """Per-answer values of both parts, or None when one part lacks them (they must align)."""
+    if not new_texts:
+        return kept
+    if kept is None or new is None:
+        return None
+    return [*kept, *new]
 
 
 async def _generate_round(

@@ -1,11 +1,17 @@
 """``GuardConfig``: every knob of a guarded call, validated at construction.
 
 A bad value fails immediately with a message that names the field and the
-allowed values, never halfway through a call.
+allowed values, never halfway through a call. Types are not coerced: a count
+takes an ``int`` (not ``True``, not ``"3"``), a switch a ``bool`` (not
+``"yes"``), a real number an ``int`` or a ``float`` that is finite (no NaN, no
+infinity). ``model_copy(update=...)`` validates its update like the
+constructor does; every rejection is a :class:`ConfigurationError`.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +39,37 @@ POLICIES: tuple[str, ...] = ("annotate", "abstain", "fallback", "raise", "best_o
 DEFAULT_REFUSAL = (
     "I'm not confident enough to answer that reliably. "
     "Please rephrase, add detail, or check an authoritative source."
+)
+
+#: The most tokens one sampled answer may ask for: far above any answer a guard
+#: compares, and below what turns one request into a denial of service.
+MAX_TOKENS_CAP = 32_768
+
+#: Counts: a whole number, never a bool or a string.
+_INTEGER_FIELDS = (
+    "n_perturbations",
+    "n_samples",
+    "max_tokens",
+    "adaptive_first_samples",
+    "gaap_max_generations",
+    "gaap_max_population",
+    "n_bootstrap",
+    "seed",
+    "max_concurrency",
+    "max_retries",
+)
+#: Real numbers: an int or a float, finite, never a bool or a string.
+_REAL_FIELDS = (
+    "temperature",
+    "adaptive_agreement",
+    "adaptive_margin",
+    "gaap_key_ratio",
+    "gaap_delta",
+    "gaap_min_fidelity",
+    "cluster_threshold",
+    "threshold",
+    "timeout_s",
+    "retry_wait_s",
 )
 
 
@@ -78,7 +115,9 @@ class GuardConfig(BaseModel):
     scale does not depend on how many answers each prompt got.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, frozen=True, allow_inf_nan=False
+    )
 
     # --- sampling budget -------------------------------------------------
     n_perturbations: int = Field(
@@ -86,9 +125,15 @@ class GuardConfig(BaseModel):
     )
     n_samples: int = Field(5, ge=1, le=100, description="Answers r sampled per prompt.")
     temperature: float = Field(0.7, gt=0.0, le=5.0, description="Sampling temperature (never 0).")
-    max_tokens: int = Field(128, ge=1, description="Cap on tokens of each sampled answer.")
+    max_tokens: int = Field(
+        128,
+        ge=1,
+        le=MAX_TOKENS_CAP,
+        description=f"Cap on tokens of each sampled answer (at most {MAX_TOKENS_CAP}).",
+    )
     adaptive: bool = Field(
         False,
+        strict=True,
         description="Sample in two rounds and skip the second when round 1 already agrees.",
     )
     adaptive_first_samples: int = Field(
@@ -138,6 +183,7 @@ class GuardConfig(BaseModel):
     )
     gaap_frames: bool = Field(
         True,
+        strict=True,
         description="Add meaning-neutral edits (instruction frames, closings, punctuation "
         "and casing) to GAAP's operators.",
     )
@@ -157,12 +203,13 @@ class GuardConfig(BaseModel):
     n_bootstrap: int = Field(
         30, ge=0, le=10_000, description="Bootstrap draws B (0 = plain value)."
     )
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="Seed of GAAP and the bootstrap (non-negative).")
     cluster_threshold: float = Field(
         0.85, ge=0.0, le=1.0, description="Cosine at or above which two answers share a meaning."
     )
     verbalized_confidence: bool = Field(
         False,
+        strict=True,
         description="One extra call asking the model how sure it is of its reply (0-100); "
         "reported as scores['verbalized_confidence'] in [0, 1].",
     )
@@ -188,8 +235,44 @@ class GuardConfig(BaseModel):
     timeout_s: float | None = Field(120.0, gt=0, description="Per model call; None = no limit.")
     max_retries: int = Field(3, ge=0, le=20, description="Retries of retryable failures only.")
     retry_wait_s: float = Field(0.5, ge=0.0, description="First backoff; doubles each retry.")
-    strict: bool = Field(False, description="Raise instead of degrading the report.")
-    include_samples: bool = Field(False, description="Put the sampled answers in the report.")
+    strict: bool = Field(
+        False,
+        strict=True,
+        description="Raise DegradedResultError when the report is degraded (not on notes).",
+    )
+    include_samples: bool = Field(
+        False, strict=True, description="Put the sampled answers in the report."
+    )
+
+    @field_validator(*_INTEGER_FIELDS, mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            if value is None:
+                return value  # the field's own type says whether None is allowed
+            raise ValueError(f"should be an int, got {type(value).__name__}")
+        return int(value)
+
+    @field_validator(*_REAL_FIELDS, mode="before")
+    @classmethod
+    def _finite_number(cls, value: Any) -> Any:
+        if value is None:
+            return value
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"should be a number (int or float), got {type(value).__name__}")
+        number = float(value)
+        if math.isnan(number):
+            raise ValueError("NaN is not allowed; give a finite number")
+        if math.isinf(number):
+            raise ValueError("infinity is not allowed; give a finite number")
+        return number
+
+    @field_validator("embedding_model", "device", mode="before")
+    @classmethod
+    def _not_blank(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("should name something or be None, not an empty string")
+        return value
 
     @field_validator("policy", mode="before")
     @classmethod
@@ -234,24 +317,60 @@ class GuardConfig(BaseModel):
             raise ConfigurationError(_describe(exc)) from None
 
     @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> GuardConfig:
+        """Validate a mapping (or config) as the constructor does.
+
+        Raises:
+            ConfigurationError: naming each bad field, its value and what is allowed.
+        """
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as exc:
+            raise ConfigurationError(_describe(exc)) from None
+
+    def model_copy(self, *, update: Any = None, deep: bool = False) -> GuardConfig:
+        """A copy with ``update`` applied and validated (pydantic's own copy skips validation).
+
+        Raises:
+            ConfigurationError: naming each bad field, its value and what is allowed.
+        """
+        if not update:
+            return super().model_copy(deep=deep)
+        return self.build(self, **dict(update))
+
+    @classmethod
     def build(cls, config: GuardConfig | None = None, **overrides: Any) -> GuardConfig:
-        """Make a config from an optional base and keyword overrides.
+        """Make a config from an optional base and keyword overrides, validated.
+
+        The settings given explicitly (``model_fields_set``) are those of the
+        base plus the overrides, so integrations that tell explicit settings
+        from defaults keep telling them apart.
 
         Raises:
             ConfigurationError: naming each bad field, its value and what is allowed.
         """
         if config is None:
             return cls(**overrides)
-        return cls(**{**config.model_dump(), **overrides}) if overrides else config
+        if not overrides:
+            return config
+        # the base's values as they are (not dumped: a Calibrator or a callable stays itself)
+        explicit = {name: getattr(config, name) for name in config.model_fields_set}
+        return cls(**{**explicit, **overrides})
 
 
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "config"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             known = ", ".join(sorted(GuardConfig.model_fields))
             msg = f"unknown setting; known settings are: {known}"
+        elif err["type"] == "finite_number":
+            msg = "NaN and infinity are not allowed; give a finite number"
+        if not err["loc"]:
+            # a rule across fields names them itself; the input would be the whole config
+            parts.append(msg)
+            continue
+        where = ".".join(str(p) for p in err["loc"])  # the field first
         parts.append(f"{where}={err.get('input')!r}: {msg}")
     return "invalid GuardConfig: " + "; ".join(parts)

@@ -4,7 +4,12 @@ Model calls go through the :class:`~uq_guard.backend.Backend` seam in
 batched rounds: the perturbations (none for model-free perturbers), then the
 reply and every sample together in one batch. Failed samples are retried when
 retryable, then left out and reported; only a failed *reply* raises
-(:class:`GenerationError`).
+(:class:`GenerationError`). A failing scoring step (the embedder, a user
+similarity) never loses the reply either: the call has no estimate and the
+report says why.
+
+What degrades a report and what is only a note is listed in
+:mod:`uq_guard.report`.
 
 With ``adaptive=True`` the samples come in two rounds under the same cap:
 round 1 is the reply and ``adaptive_first_samples`` answers for every prompt;
@@ -95,7 +100,8 @@ class _Assessment:
     n_failed: int
     usage: Usage
     timings_ms: dict[str, float]
-    notes: list[str]
+    degraded_reasons: list[str]  # what lost information (strict mode raises on these)
+    notes: list[str] = field(default_factory=list)  # information only
     raw_confidence: float | None = None  # set when a calibrator replaced scored.confidence
     n_requested: int = 0
     n_budget: int = 0
@@ -166,8 +172,9 @@ class Guard:
         self._embedder = embedder
         self.perturber = perturber or self._default_perturber(backend)
         self.calibrator = resolve_calibration(self.config.calibration)
-        # a calibration fitted under other sampling or scoring settings still applies, but
-        # every report says so: its P(correct) was learnt on other score distributions
+        # a calibration fitted under other sampling or scoring settings still applies, and
+        # every report notes it: its P(correct) was learnt on other score distributions. A
+        # note, not degradation: nothing of this call was lost, and strict mode must not raise
         self._calibration_note = (
             self.calibrator.settings_note(dict(self.config)) if self.calibrator else ""
         )
@@ -256,8 +263,9 @@ class Guard:
         notes = [*perturbation.notes, *assessment.notes]
         if self._calibration_note:
             notes.append(self._calibration_note)
+        degraded = [*_perturbation_shortfall(perturbation), *assessment.degraded_reasons]
         if scored.confidence is None:
-            notes.append("no uncertainty estimate: the reply is returned as it is")
+            degraded.append("no uncertainty estimate: the reply is returned as it is")
         decision: Decision = planned_decision(cfg.policy, scored.confidence, cfg.threshold)
 
         text = reply_text
@@ -278,7 +286,7 @@ class Guard:
             fallback_result = await self._run_fallback(conversation, prompt, perturbation)
             if isinstance(fallback_result, str):
                 decision = "answer"
-                notes.append(fallback_result)
+                degraded.append(fallback_result)
             else:
                 fallback_reply, fallback_report = fallback_result.reply, fallback_result.report
                 text, original_reply = fallback_result.text, reply_text
@@ -288,6 +296,7 @@ class Guard:
             assessment,
             perturbation,
             usage=usage,
+            degraded_reasons=degraded,
             notes=notes,
             decision=decision,
             policy=cfg.policy,
@@ -306,7 +315,7 @@ class Guard:
             usage=usage,
         )
         if cfg.strict and report.degraded:
-            raise DegradedResultError("; ".join(notes), report)
+            raise DegradedResultError("; ".join(report.degraded_reasons), report)
         if cfg.policy == "raise" and decision == "abstain":
             native = assessment.reply.raw[0] if assessment.reply.raw else reply_text
             raise UncertaintyAbstention(report, reply=native)
@@ -324,7 +333,7 @@ class Guard:
                 prompts=[],
                 method=type(self.perturber).__name__,
                 n_requested=m,
-                notes=[f"perturbation failed: {exc}"],
+                degraded_reasons=[f"perturbation failed: {exc}"],
             )
         n_real = result.real_count
         # keep the real variants and the padding apart while cleaning, so n_real stays true
@@ -387,18 +396,18 @@ class Guard:
             [verbalized] = await retrying.generate(pending)
             timings["generate"] += _ms_since(t)
 
-        notes: list[str] = []
+        degraded: list[str] = []
         if samples.n_failed:
-            notes.append(
+            degraded.append(
                 f"{samples.n_failed} of {samples.n_requested} samples failed"
                 + (f": {'; '.join(sorted(samples.errors))}" if samples.errors else "")
             )
-        notes.extend(scored.notes)
+        degraded.extend(scored.degraded_reasons)
         usage = samples.usage
         if verbalized is not None:
             usage = usage + verbalized.usage
-            _add_verbalized(scored, verbalized, notes)
-        raw_confidence = self._calibrate(scored, notes) if calibrate else None
+            _add_verbalized(scored, verbalized, degraded)
+        raw_confidence = self._calibrate(scored, degraded) if calibrate else None
         return _Assessment(
             reply=reply,
             scored=scored,
@@ -406,7 +415,7 @@ class Guard:
             n_failed=samples.n_failed,
             usage=usage,
             timings_ms=timings,
-            notes=notes,
+            degraded_reasons=degraded,
             raw_confidence=raw_confidence,
             n_requested=samples.n_requested,
             n_budget=cfg.n_samples * len(prompts),
@@ -440,19 +449,25 @@ class Guard:
     ) -> SampleScores:
         cfg = self.config
         t = time.perf_counter()
-        scored = await asyncio.to_thread(
-            score_samples,
-            embedder=self.embedder,
-            prompts=prompts,
-            answers=answers,
-            reply=reply.texts[0],
-            similarity=cfg.similarity,
-            n_bootstrap=cfg.n_bootstrap,
-            seed=cfg.seed,
-            cluster_threshold=cfg.cluster_threshold,
-            reply_logprobs=reply.token_logprobs[0] if reply.token_logprobs else None,
-            reply_entropies=reply.token_entropies[0] if reply.token_entropies else None,
-        )
+        try:
+            scored = await asyncio.to_thread(
+                score_samples,
+                embedder=self.embedder,
+                prompts=prompts,
+                answers=answers,
+                reply=reply.texts[0],
+                similarity=cfg.similarity,
+                n_bootstrap=cfg.n_bootstrap,
+                seed=cfg.seed,
+                cluster_threshold=cfg.cluster_threshold,
+                reply_logprobs=reply.token_logprobs[0] if reply.token_logprobs else None,
+                reply_entropies=reply.token_entropies[0] if reply.token_entropies else None,
+            )
+        except Exception as exc:  # never worse than no guard: the reply stands, unscored
+            logger.warning("scoring failed: %s", exc, exc_info=True)
+            scored = SampleScores(
+                degraded_reasons=[f"scoring failed ({type(exc).__name__}): {exc}"]
+            )
         timings["score"] += _ms_since(t)
         return scored
 
@@ -492,7 +507,7 @@ class Guard:
         reading = self._calibration_input(scored)
         return scored.confidence if reading.probability is None else reading.probability
 
-    def _calibrate(self, scored: SampleScores, notes: list[str]) -> float | None:
+    def _calibrate(self, scored: SampleScores, degraded: list[str]) -> float | None:
         """Replace ``scored.confidence`` by the calibrator's P(correct); the raw value, or None.
 
         Only the guarded model's own scores are calibrated (the fallback is
@@ -500,16 +515,17 @@ class Guard:
         when it was fitted on the same scorer: a map fitted on Inv-Entropy's
         confidence says nothing about Degree's. A fused calibrator picks the
         sub-model fitted for the scores this call has; when it had to impute
-        one, the note says so.
+        one, the report is degraded and says so. A calibration that does not
+        apply (or fails) degrades it too: the confidence is not what was asked.
         """
         if self.calibrator is None or scored.confidence is None:
             return None
         reading = self._calibration_input(scored)
         if reading.probability is None:
-            notes.append(f"{reading.note}; confidence left uncalibrated")
+            degraded.append(f"{reading.note}; confidence left uncalibrated")
             return None
         if reading.note:
-            notes.append(reading.note)
+            degraded.append(reading.note)
         raw = scored.confidence
         scored.confidence = reading.probability
         return raw
@@ -537,6 +553,7 @@ class Guard:
             assessment,
             perturbation,
             usage=assessment.usage,
+            degraded_reasons=assessment.degraded_reasons,
             notes=assessment.notes,
             decision="answer",
             policy="annotate",
@@ -556,6 +573,7 @@ def _report(
     perturbation: PerturbationResult,
     *,
     usage: Usage,
+    degraded_reasons: list[str],
     notes: list[str],
     decision: Decision,
     policy: str,
@@ -602,17 +620,33 @@ def _report(
             total_tokens=usage.total_tokens,
         ),
         timings_ms=dict(assessment.timings_ms),
-        degraded=bool(notes),
-        degraded_reasons=list(notes),
+        degraded=bool(degraded_reasons),
+        degraded_reasons=list(degraded_reasons),
+        notes=list(notes),
         fallback=fallback,
     )
 
 
-def _add_verbalized(scored: SampleScores, answer: Generation, notes: list[str]) -> None:
+def _perturbation_shortfall(perturbation: PerturbationResult) -> list[str]:
+    """Why the perturbation lost information, or [] when every variant asked for is real.
+
+    A perturber that explains its shortfall says so in ``degraded_reasons``;
+    one that does not (a user's perturber, or variants the engine dropped as
+    copies of the prompt) still degrades the report, in the engine's words.
+    """
+    if perturbation.degraded_reasons:
+        return list(perturbation.degraded_reasons)
+    asked, real = perturbation.n_requested, perturbation.real_count
+    if real < asked:
+        return [f"{real} of {asked} perturbations are real variants"]
+    return []
+
+
+def _add_verbalized(scored: SampleScores, answer: Generation, degraded: list[str]) -> None:
     """Put the model's stated confidence in ``scored.scores``, or say why there is none."""
     confidence, note = read_verbalized(answer)
     if confidence is None:
-        notes.append(note or "verbalized confidence missing")
+        degraded.append(note or "verbalized confidence missing")
         return
     scored.scores[VERBALIZED_SCORE] = confidence
 

@@ -2,6 +2,28 @@
 
 Its ``model_dump()`` is what the integrations attach to replies (LangChain's
 ``response_metadata["uq_guard"]``, for instance).
+
+Notes versus degradation
+------------------------
+
+A report says two kinds of things in words, and keeps them apart:
+
+* ``degraded_reasons`` (and ``degraded=True``): the estimate lost information
+  it was meant to have. Exactly these degrade a report: samples that failed
+  (``n_failed > 0``); a perturber that raised or whose requests failed; fewer
+  real perturbations than asked (``n_perturbations_real`` under
+  ``n_perturbations_requested``), or none of them answered; no estimate at
+  all (``confidence`` None); the scoring step failing (embedder or similarity
+  errors); a requested verbalized confidence that is missing or unreadable; a
+  calibration that could not be applied, or that had to impute a missing
+  feature; a fallback model that failed. ``strict=True`` raises
+  :class:`~uq_guard.DegradedResultError` on these, and only these.
+* ``notes``: information that changes nothing in what was measured: the
+  calibration was fitted under other guard settings, GAAP's lexicon had no
+  substitutes for the key tokens (it still found every variant asked for),
+  a long prompt had its key tokens chosen among its first words, a chat
+  model without a temperature setting sampled at its own. They never set
+  ``degraded`` and never make ``strict=True`` raise.
 """
 
 from __future__ import annotations
@@ -76,7 +98,10 @@ class UncertaintyReport(BaseModel):
         adaptive: whether adaptive sampling was on.
         adaptive_stopped_early: True when adaptive sampling skipped round 2.
         adaptive_stop_reason: why it stopped (or went on), in words.
-        degraded / degraded_reasons: something went wrong but the reply stands.
+        degraded / degraded_reasons: the estimate lost information (see the
+            module docstring for the list) but the reply stands.
+        notes: information about the call that is not degradation (see the
+            module docstring).
         fallback: the fallback model's own report, when it ran.
     """
 
@@ -112,6 +137,7 @@ class UncertaintyReport(BaseModel):
     timings_ms: dict[str, float] = Field(default_factory=dict)
     degraded: bool = False
     degraded_reasons: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
     fallback: UncertaintyReport | None = None
 
     @property

@@ -219,11 +219,11 @@ class GuardedChatModel(BaseChatModel):
                 exc.report, reply=_annotated(native, exc.report, None)
             ) from None
         if not has_temperature(self.model) and not is_backend(self.model):
-            result.report.degraded_reasons.append(
+            # a note, not degradation: every sample came back, at the model's own setting
+            result.report.notes.append(
                 f"{type(_chat_model(self.model)).__name__} has no temperature setting: "
                 "samples used the model's own"
             )
-            result.report.degraded = True
         return _annotated(_chosen_message(result), result.report, result)
 
     def _generate(

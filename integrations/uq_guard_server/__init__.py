@@ -8,12 +8,15 @@ Needs the ``server`` extra: ``pip install 'uq-guard[server]'``.
 """
 
 from uq_guard_server.app import DECISION_HEADER, ServerSettings, create_app
+from uq_guard_server.policy import DEFAULT_ALLOWED_SETTINGS, ServerPolicy
 from uq_guard_server.upstream import LocalUpstream, OpenAIUpstream, Upstream
 
 __all__ = [
     "DECISION_HEADER",
+    "DEFAULT_ALLOWED_SETTINGS",
     "LocalUpstream",
     "OpenAIUpstream",
+    "ServerPolicy",
     "ServerSettings",
     "Upstream",
     "create_app",

@@ -11,9 +11,14 @@ Endpoints:
 
 Every error is OpenAI-shaped (``{"error": {"message", "type", "param",
 "code"}}``) with a status that says whose fault it was: 400 malformed
-request, 401 bad key, 404 unknown model, 413 oversized body, 422 abstention
-under ``policy="raise"``, 429 upstream rate limit, 502 upstream failure or
-unreachable, 504 upstream timeout, 500 a bug here (logged).
+request or one outside the server's policy (:mod:`uq_guard_server.policy`),
+always before any upstream call; 401 bad key, 404 unknown model, 413
+oversized body, 422 abstention under ``policy="raise"``, 429 upstream rate
+limit, 502 upstream failure or unreachable, 503 queue full (with
+``Retry-After``), 504 upstream or request timeout, 500 a bug here. Upstream
+and internal failures name a request id (also the ``x-request-id`` header);
+their text goes to the log only, credentials redacted. A request whose
+client disconnects, or that times out, has its guarded work cancelled.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 from fastapi import FastAPI, Request
@@ -45,11 +51,16 @@ from uq_guard._exceptions import (
     UncertaintyAbstention,
 )
 from uq_guard_server.metrics import Metrics
-from uq_guard_server.upstream import Upstream
+from uq_guard_server.policy import SDK_FIELDS, PolicyError, ServerPolicy
+from uq_guard_server.redact import redact
+from uq_guard_server.upstream import Upstream, UpstreamCallCapReached
 
 logger = logging.getLogger(__name__)
 
 DECISION_HEADER = "x-uq-guard-decision"
+REQUEST_ID_HEADER = "x-request-id"
+NOTE_HEADER = "x-uq-guard-note"
+T = TypeVar("T")
 
 
 @dataclass
@@ -58,16 +69,40 @@ class ServerSettings:
 
     Attributes:
         guard: default settings of every guarded call (a request's
-            ``uq_guard`` object overrides them).
-        api_key: when set, clients must send ``Authorization: Bearer <key>``.
+            ``uq_guard`` object overrides the settings ``policy`` allows).
+        policy: the allow-list of per-request settings and the per-request
+            caps (see :class:`~uq_guard_server.policy.ServerPolicy`).
+        api_key: when set, clients must send ``Authorization: Bearer <key>``
+            (the scheme in any case, RFC 6750); a raw key without the scheme
+            is refused. ``/metrics`` and the details of ``/health`` need it too.
         max_body_bytes: larger request bodies get 413.
-        request_timeout_s: a request still unanswered after this gets 504.
+        request_timeout_s: a request still unanswered after this (queueing
+            included) gets 504, and its guarded work is cancelled.
+        max_active_requests: chat requests worked on at once.
+        max_queue: chat requests waiting for a slot; when full, 503 with
+            ``Retry-After``.
+        retry_after_s: the ``Retry-After`` of that 503.
+        upstream_key: the upstream's key, only to redact it from logs and errors.
     """
 
     guard: GuardConfig = field(default_factory=GuardConfig)
-    api_key: str | None = None
+    policy: ServerPolicy = field(default_factory=ServerPolicy)
+    api_key: str | None = field(default=None, repr=False)
     max_body_bytes: int = 1_000_000
     request_timeout_s: float = 300.0
+    max_active_requests: int = 8
+    max_queue: int = 16
+    retry_after_s: int = 1
+    upstream_key: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # The operator's own defaults must fit the caps, or every request would be refused.
+        try:
+            self.policy.check_cost(self.guard, None)
+        except PolicyError as exc:
+            raise ConfigurationError(f"the server's default guard settings: {exc}") from None
+        if self.max_active_requests < 1 or self.max_queue < 0:
+            raise ConfigurationError("max_active_requests must be >= 1 and max_queue >= 0")
 
 
 class APIError(Exception):
@@ -106,50 +141,86 @@ class APIError(Exception):
         return JSONResponse({"error": error}, status_code=self.status, headers=self.headers)
 
 
-def as_api_error(exc: BaseException) -> APIError:
-    """The OpenAI-shaped error a client gets for ``exc``."""
+_UPSTREAM_FAILURES = (
+    openai.APIError,
+    GenerationError,
+    MalformedResponseError,
+    DegradedResultError,
+    UpstreamCallCapReached,
+    TimeoutError,
+)
+
+
+def as_api_error(
+    exc: BaseException, request_id: str | None = None, secrets: Iterable[str | None] = ()
+) -> APIError:
+    """The OpenAI-shaped error a client gets for ``exc``.
+
+    Upstream failures are answered with their status and a generic message
+    naming ``request_id``; the upstream's own text goes to the server log
+    only, credentials redacted (``secrets``: keys to hide by value).
+    """
     if isinstance(exc, APIError):
         return exc
     if isinstance(exc, GenerationError) and exc.cause is not None:
-        return as_api_error(exc.cause)
+        return as_api_error(exc.cause, request_id, secrets)
+    if isinstance(exc, PolicyError):
+        return APIError(400, str(exc), param=exc.param, code=exc.code)
     if isinstance(exc, ConfigurationError):
-        return APIError(400, str(exc), param=SETTINGS_KEY)
+        logger.warning("request %s: configuration error: %s", request_id, redact(str(exc), secrets))
+        return APIError(400, "invalid uq_guard settings", param=SETTINGS_KEY)
     if isinstance(exc, UncertaintyAbstention):
+        report = _redacted_report(exc.report.model_dump(mode="json"), secrets)
         return APIError(
             422,
-            str(exc),
+            redact(str(exc), secrets),
             type="uncertainty_abstention",
             code="low_confidence",
-            extra={REPORT_FIELD: exc.report.model_dump(mode="json")},
+            extra={REPORT_FIELD: report},
         )
+    ref = f" (request id {request_id})" if request_id else ""
+    if isinstance(exc, _UPSTREAM_FAILURES):
+        logger.warning("request %s: upstream failure: %s", request_id, redact(repr(exc), secrets))
     if isinstance(exc, DegradedResultError):
-        return APIError(502, f"strict mode: {exc}", type="upstream_error", code="degraded_result")
-    if isinstance(exc, openai.APIStatusError):
-        return _upstream_status_error(exc)
-    if isinstance(exc, (openai.APITimeoutError, TimeoutError, asyncio.TimeoutError)):
         return APIError(
-            504, f"the upstream timed out: {exc}", type="upstream_error", code="timeout"
+            502,
+            f"strict mode: the uncertainty estimate was degraded{ref}",
+            type="upstream_error",
+            code="degraded_result",
         )
+    if isinstance(exc, UpstreamCallCapReached):
+        return APIError(
+            502,
+            f"the request reached the server's cap on upstream calls{ref}",
+            type="upstream_error",
+            code="upstream_call_cap",
+        )
+    if isinstance(exc, openai.APIStatusError):
+        return _upstream_status_error(exc, ref)
+    if isinstance(exc, (openai.APITimeoutError, TimeoutError, asyncio.TimeoutError)):
+        return APIError(504, f"the upstream timed out{ref}", type="upstream_error", code="timeout")
     if isinstance(exc, openai.APIConnectionError):
         return APIError(
-            502, f"the upstream is unreachable: {exc}", type="upstream_error", code="unreachable"
+            502, f"the upstream is unreachable{ref}", type="upstream_error", code="unreachable"
         )
     if isinstance(
         exc, (MalformedResponseError, openai.APIResponseValidationError, GenerationError)
     ):
         return APIError(
             502,
-            f"the upstream's answer was unusable: {exc}",
+            f"the upstream's answer was unusable{ref}",
             type="upstream_error",
             code="bad_response",
         )
-    logger.exception("unexpected error", exc_info=exc)
-    return APIError(500, f"internal error: {type(exc).__name__}", type="server_error")
+    logger.error(
+        "request %s: unexpected error: %s", request_id, redact(repr(exc), secrets), exc_info=exc
+    )
+    return APIError(500, f"internal error{ref}", type="server_error")
 
 
-def _upstream_status_error(exc: openai.APIStatusError) -> APIError:
+def _upstream_status_error(exc: openai.APIStatusError, ref: str) -> APIError:
     status = exc.status_code
-    message = f"upstream answered {status}: {exc.message}"
+    message = f"the upstream answered {status}{ref}"
     if status == 429:
         retry_after = exc.response.headers.get("retry-after")
         headers = {"retry-after": retry_after} if retry_after else None
@@ -159,11 +230,80 @@ def _upstream_status_error(exc: openai.APIStatusError) -> APIError:
     return APIError(502, message, type="upstream_error", code=f"upstream_{status}")
 
 
-def _validated(body: Any) -> dict[str, Any]:
+def _redacted_report(report: dict[str, Any], secrets: Iterable[str | None]) -> dict[str, Any]:
+    # Notes can quote an upstream's error text (a failed paraphrase or fallback call).
+    for key in ("degraded_reasons", "notes"):
+        texts = report.get(key)
+        if isinstance(texts, list):
+            report[key] = [redact(t, secrets) if isinstance(t, str) else t for t in texts]
+    return report
+
+
+MAX_JSON_DEPTH = 32
+"""Nesting deeper than this in a request body is refused (a chat request needs about 6)."""
+
+_NUMBER_PARAMS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+_INTEGER_PARAMS = ("n", "max_tokens", "max_completion_tokens", "seed", "top_logprobs")
+_TOKEN_CAP_PARAMS = ("max_tokens", "max_completion_tokens")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise APIError(400, "the request body is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)[:120]
+        raise APIError(400, f"the request body is not valid JSON: {reason}") from None
+
+
+def _check_tree(body: Any) -> None:
+    """Refuse nesting over :data:`MAX_JSON_DEPTH` and strings that are not valid Unicode."""
+    stack: list[tuple[Any, int]] = [(body, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise APIError(400, f"the request body is nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(node, dict):
+            for key, value in node.items():
+                _check_text(key)
+                stack.append((value, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((item, depth + 1) for item in node)
+        elif isinstance(node, str):
+            _check_text(node)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate such as "\ud800"
+        raise APIError(400, "the request body holds a string that is not valid Unicode") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _validated(body: Any, max_request_tokens: int) -> dict[str, Any]:
+    """``body`` when it is a well-formed chat request; an :class:`APIError` (400) if not."""
+    _check_tree(body)
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object")
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise APIError(400, "'model' is required and must be a string", param="model")
+    for name in SDK_FIELDS:
+        if name in body:
+            raise APIError(
+                400,
+                f"'{name}' is not accepted: the server's operator controls the upstream call",
+                param=name,
+                code="forbidden_parameter",
+            )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise APIError(400, "'messages' must be a non-empty list", param="messages")
@@ -172,8 +312,43 @@ def _validated(body: Any) -> dict[str, Any]:
             raise APIError(
                 400, f"messages[{index}] must be an object with a 'role'", param="messages"
             )
+        if not isinstance(message.get("content"), (str, list, type(None))):
+            raise APIError(
+                400, f"messages[{index}].content must be a string or a list", param="messages"
+            )
     if "stream" in body and not isinstance(body["stream"], bool):
         raise APIError(400, "'stream' must be a boolean", param="stream")
+    options = body.get("stream_options")
+    if options is not None:
+        if not body.get("stream"):
+            raise APIError(400, "'stream_options' needs \"stream\": true", param="stream_options")
+        if not isinstance(options, dict) or not isinstance(
+            options.get("include_usage", False), bool
+        ):
+            raise APIError(
+                400,
+                "'stream_options' must be an object like {\"include_usage\": true}",
+                param="stream_options",
+            )
+    for name in _NUMBER_PARAMS:
+        if body.get(name) is not None and not _is_number(body[name]):
+            raise APIError(400, f"'{name}' must be a number", param=name)
+    for name in _INTEGER_PARAMS:
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise APIError(400, f"'{name}' must be an integer", param=name)
+    for name in _TOKEN_CAP_PARAMS:
+        value = body.get(name)
+        if value is not None and not 1 <= value <= max_request_tokens:
+            raise APIError(
+                400,
+                f"'{name}' must be between 1 and the server's cap "
+                f"max_request_tokens={max_request_tokens}",
+                param=name,
+                code="over_server_cap" if value > 0 else None,
+            )
+    if body.get("logprobs") is not None and not isinstance(body["logprobs"], bool):
+        raise APIError(400, "'logprobs' must be a boolean", param="logprobs")
     n = body.get("n")
     if n is not None and n != 1:
         raise APIError(400, "the uq_guard proxy returns one choice: 'n' must be 1", param="n")
@@ -183,7 +358,7 @@ def _validated(body: Any) -> dict[str, Any]:
     return body
 
 
-async def _read_body(request: Request, limit: int) -> dict[str, Any]:
+async def _read_body(request: Request, limit: int, max_request_tokens: int) -> dict[str, Any]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise APIError(413, f"the request body is over {limit} bytes", code="request_too_large")
@@ -193,10 +368,81 @@ async def _read_body(request: Request, limit: int) -> dict[str, Any]:
         if size > limit:
             raise APIError(413, f"the request body is over {limit} bytes", code="request_too_large")
         chunks.append(chunk)
+    return _validated(_parse_json(b"".join(chunks)), max_request_tokens)
+
+
+class _Admission:
+    """At most ``active`` chat requests at work and ``queue`` waiting; beyond, 503."""
+
+    def __init__(self, active: int, queue: int, retry_after_s: int) -> None:
+        self._slots = asyncio.Semaphore(active)
+        self._limit = active + queue
+        self._admitted = 0
+        self._retry_after = str(retry_after_s)
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self._admitted >= self._limit:
+            raise APIError(
+                503,
+                "the server is busy: too many requests in progress; retry later",
+                type="server_overloaded",
+                code="queue_full",
+                headers={"retry-after": self._retry_after},
+            )
+        self._admitted += 1
+        try:
+            async with self._slots:
+                yield
+        finally:
+            self._admitted -= 1
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has gone (the body is already read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+async def _until_done_or_gone(work: Awaitable[T], request: Request, timeout_s: float) -> T:
+    """``work``'s result, cancelling it when the client disconnects or ``timeout_s`` passes.
+
+    Raises:
+        ClientGone: the client disconnected (the work was cancelled).
+        APIError: 504, ``timeout_s`` passed (the work was cancelled).
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
     try:
-        return _validated(json.loads(b"".join(chunks)))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise APIError(400, f"the request body is not valid JSON: {exc}") from None
+        deadline = time.monotonic() + timeout_s
+        done, _ = await asyncio.wait(
+            {task, watcher}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if watcher in done and task not in done:
+            if watcher.exception() is None:
+                raise ClientGone
+            # The server could not tell whether the client is there: finish the work.
+            logger.warning("watching for a disconnect failed: %r", watcher.exception())
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
+        if task in done:
+            return task.result()
+        raise APIError(
+            504,
+            "no answer within the server's request timeout",
+            type="upstream_error",
+            code="timeout",
+        )
+    finally:
+        for pending in (task, watcher):
+            if not pending.done():
+                pending.cancel()
+        await asyncio.gather(task, watcher, return_exceptions=True)
 
 
 def create_app(upstream: Upstream, settings: ServerSettings | None = None) -> FastAPI:
@@ -210,6 +456,8 @@ def create_app(upstream: Upstream, settings: ServerSettings | None = None) -> Fa
     settings = settings or ServerSettings()
     registry = CollectorRegistry()
     metrics = Metrics(registry)
+    admission = _Admission(settings.max_active_requests, settings.max_queue, settings.retry_after_s)
+    secrets = (settings.api_key, settings.upstream_key)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -231,7 +479,7 @@ def create_app(upstream: Upstream, settings: ServerSettings | None = None) -> Fa
         try:
             response = await call_next(request)
         except Exception as exc:  # never let one request take the server down
-            response = as_api_error(exc).response()
+            response = as_api_error(exc, secrets=secrets).response()
         metrics.observe_request(
             request.url.path, response.status_code, time.perf_counter() - started
         )
@@ -246,69 +494,123 @@ def create_app(upstream: Upstream, settings: ServerSettings | None = None) -> Fa
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
         return exc.response()
 
-    def authorise(request: Request) -> None:
+    def key_ok(request: Request) -> bool:
         if settings.api_key is None:
-            return
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
+            return True
+        # RFC 6750: the scheme is case-insensitive; a raw key without it is refused.
+        scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(token.strip().encode(), settings.api_key.encode())
+
+    def authorise(request: Request) -> None:
+        if not key_ok(request):
             raise APIError(401, "invalid API key", code="invalid_api_key")
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "upstream": upstream.description}
+    async def health(request: Request) -> dict[str, Any]:
+        # Liveness stays open; what the server talks to is for key holders only.
+        if not key_ok(request):
+            return {"status": "ok"}
+        return {"status": "ok", "upstream": redact(upstream.description, secrets)}
 
     @app.get("/metrics")
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
+        authorise(request)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
     async def models(request: Request) -> JSONResponse:
         authorise(request)
+        request_id = _request_id()
         try:
             names = await asyncio.wait_for(upstream.models(), settings.request_timeout_s)
         except Exception as exc:
-            return as_api_error(exc).response()
+            return as_api_error(exc, request_id, secrets).response()
         data = [{"id": n, "object": "model", "created": 0, "owned_by": "uq-guard"} for n in names]
         return JSONResponse({"object": "list", "data": data})
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
+        request_id = _request_id()
+        started = time.monotonic()
         try:
             authorise(request)
-            body = await _read_body(request, settings.max_body_bytes)
+            body = await _read_body(
+                request, settings.max_body_bytes, settings.policy.max_request_tokens
+            )
             stream = bool(body.pop("stream", False))
             stream_options = body.pop("stream_options", None) or {}
             overrides = dict(body.pop(SETTINGS_KEY, None) or {})
-            enabled = overrides.pop("enabled", True)
-            config = GuardConfig.build(settings.guard, **overrides) if enabled else None
-            if body["model"] not in await asyncio.wait_for(
-                upstream.models(), settings.request_timeout_s
-            ):
+            reply_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+            config, notes = settings.policy.request_config(
+                settings.guard, overrides, reply_tokens, _prompt_chars(body["messages"])
+            )
+            # Waiting in the queue counts against the timeout and ends with the client.
+            remaining = settings.request_timeout_s - (time.monotonic() - started)
+            completion = await _until_done_or_gone(
+                answer(body, config), request, max(0.0, remaining)
+            )
+        except ClientGone:
+            logger.info("request %s: the client disconnected; its work was cancelled", request_id)
+            metrics.observe_error("client_disconnected")
+            return Response(status_code=499)
+        except Exception as exc:
+            error = as_api_error(exc, request_id, secrets)
+            metrics.observe_error(error.type)
+            error.headers.setdefault(REQUEST_ID_HEADER, request_id)
+            return error.response()
+        report = getattr(completion, REPORT_FIELD, None)
+        metrics.observe_report(report)
+        headers = {
+            DECISION_HEADER: report.decision if report is not None else "unguarded",
+            REQUEST_ID_HEADER: request_id,
+        }
+        if notes:
+            headers[NOTE_HEADER] = "; ".join(notes)
+        data = completion_json(completion)
+        if REPORT_FIELD in data:
+            data[REPORT_FIELD] = _redacted_report(data[REPORT_FIELD], secrets)
+        if stream:
+            return StreamingResponse(
+                _sse(data, bool(stream_options.get("include_usage"))),
+                media_type="text/event-stream",
+                headers={**headers, "cache-control": "no-cache"},
+            )
+        return JSONResponse(data, headers=headers)
+
+    async def answer(body: dict[str, Any], config: GuardConfig | None) -> ChatCompletion:
+        async with admission.slot():
+            if body["model"] not in await upstream.models():
                 raise APIError(
                     404,
                     f"the model '{body['model']}' does not exist here",
                     param="model",
                     code="model_not_found",
                 )
-            completion = await asyncio.wait_for(
-                upstream.complete(body, config), settings.request_timeout_s
+            return await upstream.complete(
+                body, config, max_calls=settings.policy.max_upstream_calls
             )
-        except Exception as exc:
-            error = as_api_error(exc)
-            metrics.observe_error(error.type)
-            return error.response()
-        report = getattr(completion, REPORT_FIELD, None)
-        metrics.observe_report(report)
-        headers = {DECISION_HEADER: report.decision if report is not None else "unguarded"}
-        if stream:
-            return StreamingResponse(
-                _sse(completion, bool(stream_options.get("include_usage"))),
-                media_type="text/event-stream",
-                headers={**headers, "cache-control": "no-cache"},
-            )
-        return JSONResponse(completion_json(completion), headers=headers)
 
     return app
+
+
+def _prompt_chars(messages: list[dict[str, Any]]) -> int:
+    """Characters of text in ``messages`` (strings and text parts)."""
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            for part in content:
+                text = part.get("text") if isinstance(part, dict) else None
+                total += len(text) if isinstance(text, str) else 0
+    return total
+
+
+def _request_id() -> str:
+    return f"req_{uuid.uuid4().hex[:24]}"
 
 
 def completion_json(completion: ChatCompletion) -> dict[str, Any]:
@@ -323,9 +625,8 @@ def completion_json(completion: ChatCompletion) -> dict[str, Any]:
 _PIECES = re.compile(r"\S+\s*|\s+")
 
 
-async def _sse(completion: ChatCompletion, include_usage: bool) -> AsyncIterator[bytes]:
-    """The decided completion as ``chat.completion.chunk`` events, report on the last."""
-    data = completion_json(completion)
+async def _sse(data: dict[str, Any], include_usage: bool) -> AsyncIterator[bytes]:
+    """A decided completion's JSON as ``chat.completion.chunk`` events, report on the last."""
     choice = data["choices"][0] if data.get("choices") else {"message": {}, "index": 0}
     message = choice.get("message", {})
     base = {

@@ -10,6 +10,8 @@ from typing import Any
 from uq_guard import GuardConfig
 from uq_guard._exceptions import ConfigurationError
 from uq_guard_server.app import ServerSettings, create_app
+from uq_guard_server.policy import DEFAULT_ALLOWED_SETTINGS, ServerPolicy
+from uq_guard_server.redact import RedactingFilter, redact_url
 from uq_guard_server.upstream import LocalUpstream, OpenAIUpstream, Upstream
 
 logger = logging.getLogger(__name__)
@@ -44,7 +46,61 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--fallback-model", help="the upstream model policy=fallback asks")
     parser.add_argument("--max-body-bytes", type=int, default=1_000_000)
-    parser.add_argument("--request-timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=300.0,
+        help="seconds before a request gets 504 and its work is cancelled (default 300)",
+    )
+    parser.add_argument(
+        "--allow-setting",
+        action="append",
+        dest="allowed_settings",
+        metavar="NAME",
+        help="a per-request uq_guard setting clients may send (repeatable; replaces the "
+        f"default list {', '.join(DEFAULT_ALLOWED_SETTINGS)}; 'none' allows none)",
+    )
+    policy = ServerPolicy()
+    parser.add_argument(
+        "--max-upstream-calls",
+        type=int,
+        default=policy.max_upstream_calls,
+        help="upstream chat calls one request may cause, retries included "
+        f"(default {policy.max_upstream_calls})",
+    )
+    parser.add_argument(
+        "--max-request-tokens",
+        type=int,
+        default=policy.max_request_tokens,
+        help="completion tokens one request may ask for, reply and samples summed "
+        f"(default {policy.max_request_tokens})",
+    )
+    parser.add_argument(
+        "--max-request-concurrency",
+        type=int,
+        default=policy.max_request_concurrency,
+        help="upstream calls of one request in flight at once "
+        f"(default {policy.max_request_concurrency})",
+    )
+    parser.add_argument(
+        "--max-perturb-chars",
+        type=int,
+        default=policy.max_perturb_chars,
+        help="a longer prompt is not perturbed, only sampled, with a note in the "
+        f"x-uq-guard-note header (default {policy.max_perturb_chars})",
+    )
+    parser.add_argument(
+        "--max-active-requests",
+        type=int,
+        default=8,
+        help="chat requests worked on at once (default 8)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=16,
+        help="chat requests waiting for a slot; beyond, 503 with Retry-After (default 16)",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -91,21 +147,53 @@ def build_upstream(args: argparse.Namespace, config: GuardConfig) -> Upstream:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    """Start the proxy and serve until interrupted; returns the exit status."""
-    import uvicorn
+def server_settings(args: argparse.Namespace) -> ServerSettings:
+    """The proxy's settings from the options.
 
-    config = guard_config(args.set)
-    settings = ServerSettings(
-        guard=config,
+    Raises:
+        ConfigurationError: a bad ``--set``, allow-list or cap.
+    """
+    allowed = args.allowed_settings
+    if allowed is not None:
+        allowed = [name for name in allowed if name.lower() != "none"]
+    policy = ServerPolicy.allowing(
+        allowed,
+        max_upstream_calls=args.max_upstream_calls,
+        max_request_tokens=args.max_request_tokens,
+        max_request_concurrency=args.max_request_concurrency,
+        max_perturb_chars=args.max_perturb_chars,
+    )
+    return ServerSettings(
+        guard=guard_config(args.set),
+        policy=policy,
         api_key=os.environ.get(args.api_key_env) or None,
         max_body_bytes=args.max_body_bytes,
         request_timeout_s=args.request_timeout,
+        max_active_requests=args.max_active_requests,
+        max_queue=args.max_queue,
+        upstream_key=os.environ.get(args.upstream_key_env) or None,
     )
-    app = create_app(build_upstream(args, config), settings)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the proxy and serve until interrupted; returns the exit status."""
+    import sys
+
+    import uvicorn
+
+    try:
+        settings = server_settings(args)
+    except ConfigurationError as exc:
+        print(f"uq-guard serve: {exc}", file=sys.stderr)
+        return 2
+    # Whatever logs (ours, httpx, uvicorn), no credential reaches a log line.
+    redacting = RedactingFilter([settings.api_key, settings.upstream_key])
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redacting)
+    app = create_app(build_upstream(args, settings.guard), settings)
     logger.info(
         "serving %s on http://%s:%d (client key check %s)",
-        args.upstream,
+        redact_url(args.upstream),
         args.host,
         args.port,
         "on" if settings.api_key else "off",

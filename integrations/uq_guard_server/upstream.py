@@ -22,9 +22,12 @@ from uq_guard_openai.completion import guarded_completion, new_completion
 from uq_guard import Guard, GuardConfig
 from uq_guard._messages import normalize_messages
 from uq_guard.backend import GenerationRequest
+from uq_guard_server.redact import redact_url
 
 # ``create`` takes these by name; anything else in a request body travels as extra_body.
 _CREATE_PARAMS = frozenset(inspect.signature(AsyncCompletions.create).parameters) - {"self"}
+# ...except these, which steer the SDK itself (headers, query, timeout): never from a body.
+_SDK_PARAMS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
 _MODELS_TTL_S = 60.0
 
 
@@ -37,16 +40,25 @@ class Upstream(Protocol):
         """The model names a client may ask for."""
         ...
 
-    async def complete(self, body: dict[str, Any], config: GuardConfig | None) -> ChatCompletion:
-        """Answer one chat request; ``config=None`` means unguarded."""
+    async def complete(
+        self, body: dict[str, Any], config: GuardConfig | None, *, max_calls: int | None = None
+    ) -> ChatCompletion:
+        """Answer one chat request; ``config=None`` means unguarded.
+
+        ``max_calls`` caps the upstream calls this request makes, retries included.
+        """
         ...
 
     async def aclose(self) -> None: ...
 
 
 def create_kwargs(body: dict[str, Any]) -> dict[str, Any]:
-    """A request body as ``create`` keyword arguments; unknown fields go in ``extra_body``."""
-    kwargs = {k: v for k, v in body.items() if k in _CREATE_PARAMS and k != "extra_body"}
+    """A request body as ``create`` keyword arguments; unknown fields go in ``extra_body``.
+
+    The SDK's own controls (``extra_headers``, ``extra_query``, ``extra_body``,
+    ``timeout``) are dropped: a client must not steer the call to the upstream.
+    """
+    kwargs = {k: v for k, v in body.items() if k in _CREATE_PARAMS and k not in _SDK_PARAMS}
     extra = {k: v for k, v in body.items() if k not in _CREATE_PARAMS}
     if extra:
         kwargs["extra_body"] = extra
@@ -76,7 +88,7 @@ class OpenAIUpstream:
         self.client = openai.AsyncOpenAI(
             base_url=base_url, api_key=api_key or "not-needed", max_retries=0, timeout=timeout_s
         )
-        self.description = base_url
+        self.description = redact_url(base_url)
         self.fallback_model = fallback_model
         self._fixed_models = models
         self._models: tuple[float, list[str]] | None = None
@@ -92,9 +104,11 @@ class OpenAIUpstream:
                 self._models = (time.monotonic(), [m.id for m in page.data])
             return list(self._models[1])
 
-    async def complete(self, body: dict[str, Any], config: GuardConfig | None) -> ChatCompletion:
+    async def complete(
+        self, body: dict[str, Any], config: GuardConfig | None, *, max_calls: int | None = None
+    ) -> ChatCompletion:
         kwargs = create_kwargs(body)
-        create = self.client.chat.completions.create
+        create = _counted(self.client.chat.completions.create, max_calls)
         if config is None:
             return await create(**kwargs)
         endpoint = Endpoint(create, create, self._capabilities)
@@ -109,6 +123,30 @@ class OpenAIUpstream:
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+class UpstreamCallCapReached(RuntimeError):
+    """A request reached the server's cap on upstream calls; not retried."""
+
+    retryable = False
+
+
+def _counted(create: Any, max_calls: int | None) -> Any:
+    """``create`` refusing (with :class:`UpstreamCallCapReached`) past ``max_calls`` calls."""
+    if max_calls is None:
+        return create
+    made = 0
+
+    async def counted(**kwargs: Any) -> ChatCompletion:
+        nonlocal made
+        if made >= max_calls:
+            raise UpstreamCallCapReached(
+                f"the server's cap of {max_calls} upstream calls per request is reached"
+            )
+        made += 1
+        return await create(**kwargs)
+
+    return counted
 
 
 class LocalUpstream:
@@ -139,7 +177,10 @@ class LocalUpstream:
         }
         return self.model.model_copy(update=update) if update else self.model
 
-    async def complete(self, body: dict[str, Any], config: GuardConfig | None) -> ChatCompletion:
+    async def complete(
+        self, body: dict[str, Any], config: GuardConfig | None, *, max_calls: int | None = None
+    ) -> ChatCompletion:
+        # A local model makes no HTTP calls: the policy's pre-check bounds its work.
         model = self._configured(body)
         messages = normalize_messages(body["messages"])
         if config is None:

@@ -11,7 +11,8 @@ pytestmark = pytest.mark.slow
 
 STEADY = "What is the capital of Japan?"  # SmolLM2 says Tokyo, however it is asked
 ERRATIC = "What is 7 times 8?"  # SmolLM2 says 54, 56, 15, a formula...
-BUDGET = {"n_perturbations": 9, "n_samples": 5, "max_tokens": 32}
+# the label-free confidence: no shipped calibration
+BUDGET = {"n_perturbations": 9, "n_samples": 5, "max_tokens": 32, "calibration": None}
 
 
 @pytest.fixture

@@ -174,8 +174,19 @@ async def test_a_guard_with_other_settings_notes_it_in_every_report(embedder) ->
     for _ in range(2):
         report = (await guard.arun(QUESTION)).report
         assert report.calibrated
-        assert report.degraded_reasons.count(note) == 1
-        assert report.degraded  # every note marks the report degraded today
+        assert report.notes.count(note) == 1
+        # information, not degradation: nothing of the call was lost
+        assert not report.degraded and report.degraded_reasons == []
+
+
+async def test_strict_mode_does_not_raise_on_a_settings_note(embedder) -> None:
+    """The note is information; strict mode raises only when the estimate lost something."""
+    calibrator = _calibrator(n_samples=3, max_tokens=24, temperature=0.7, perturbation="paraphrase")
+
+    report = (await _guard(calibrator, embedder, strict=True).arun(QUESTION)).report
+
+    assert report.calibrated and not report.degraded
+    assert any("may be off" in note for note in report.notes)
 
 
 async def test_a_guard_with_the_fitted_settings_adds_no_note(embedder) -> None:
@@ -244,7 +255,7 @@ def test_explicit_settings_win_over_the_model_s_defaults(shipped: Path, embedder
     assert report["calibrated"] is True
     assert (
         "calibration fitted with n_samples=2; this guard uses n_samples=5: its P(correct) "
-        "may be off" in report["degraded_reasons"]
+        "may be off" in report["notes"]
     )
     # a field set in guard_config is explicit too; the fields left unset take the defaults
     config = GuardedChatModel(model=model, guard_config=GuardConfig(n_samples=4)).guard_config

@@ -220,7 +220,7 @@ async def test_some_failed_samples_degrade_the_report_but_keep_the_reply(embedde
 
 async def test_a_partly_answered_sample_request_counts_the_missing_answers(embedder) -> None:
     backend = FakeBackend(ANSWER, paraphrases=PARAPHRASES)
-    backend.fail(QUESTION, RateLimited(), keep=1)
+    backend.fail(QUESTION, BadRequest("content filter"), keep=1)  # not retryable
 
     result = await run(backend, embedder, n_perturbations=3, n_samples=4)
 
@@ -228,6 +228,22 @@ async def test_a_partly_answered_sample_request_counts_the_missing_answers(embed
     assert result.report.n_samples == 13
     assert result.report.degraded
     assert backend.calls_for(QUESTION) == 1  # what came back is kept, not asked again
+
+
+async def test_one_failed_sample_in_a_good_batch_is_retried_alone(embedder) -> None:
+    """A backend without ``n`` makes one call per answer; one of them hit a 429 once."""
+    backend = FakeBackend(ANSWER, paraphrases=PARAPHRASES)
+    backend.fail(QUESTION, RateLimited(), times=1, keep=3)
+
+    result = await run(backend, embedder, n_perturbations=3, n_samples=4)
+    report = result.report
+
+    assert report.n_failed == 0 and report.n_samples == 16
+    assert not report.degraded and report.degraded_reasons == []
+    # the paraphrase request, the reply, four sample requests, then one answer again
+    assert backend.calls == 1 + 1 + 4 + 1
+    assert [r.n for r in backend.requests_of("sample") if prompt_of(r) == QUESTION] == [4, 1]
+    assert report.cost.model_calls == backend.calls
 
 
 async def test_every_sample_failing_still_returns_the_reply(embedder) -> None:

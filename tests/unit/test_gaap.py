@@ -262,13 +262,13 @@ async def test_odd_prompts_do_not_crash(embedder, name: str, prompt: str) -> Non
     assert all(isinstance(p, str) and p.strip() for p in result.prompts)
     assert result.real_count <= 5
     if result.real_count < 5:
-        assert result.notes  # a shortfall is always explained
+        assert result.degraded_reasons  # a shortfall is always explained, as degradation
 
 
 async def test_a_prompt_with_nothing_to_change_says_so(embedder) -> None:
     result = await gaap(embedder, frames=False).perturb("1 2 3 4", 5)
     assert result.prompts == [] and result.n_real == 0
-    assert any("no word it may change" in note for note in result.notes)
+    assert any("no word it may change" in reason for reason in result.degraded_reasons)
 
 
 async def test_a_2000_word_prompt_is_capped_not_crashed(embedder) -> None:

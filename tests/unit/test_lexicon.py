@@ -112,7 +112,7 @@ async def test_a_failed_model_lexicon_call_gives_no_substitutes_and_a_note() -> 
     backend = FakeBackend("unused").fail("any", RuntimeError("boom"))
     found = await ModelLexicon(backend).substitutes(["capital"], "the capital")
     assert found.options == {"capital": []}
-    assert found.notes and "boom" in found.notes[0]
+    assert found.degraded_reasons and "boom" in found.degraded_reasons[0]
 
 
 # -- user dicts, unions and the choice -------------------------------------------------------

@@ -133,7 +133,7 @@ async def test_perturb_parses_the_models_answer() -> None:
     assert result.prompts == [A, B, C]
     assert result.method == "paraphrase"
     assert result.n_requested == 3
-    assert result.notes == []
+    assert result.notes == [] and result.degraded_reasons == []
     assert backend.calls == 1
     assert result.usage == Usage(prompt_tokens=10, completion_tokens=5, model_calls=1)
 
@@ -145,7 +145,7 @@ async def test_perturb_with_fewer_paraphrases_than_asked_says_so() -> None:
 
     assert result.prompts == [A, B]
     assert result.n_requested == 5
-    assert any("2 of 5" in note for note in result.notes)
+    assert any("2 of 5" in reason for reason in result.degraded_reasons)
 
 
 async def test_perturb_with_zero_asked_makes_no_call() -> None:
@@ -163,4 +163,4 @@ async def test_a_failed_paraphrase_request_gives_no_prompts_and_a_note() -> None
     result = await ModelParaphraser(backend).perturb(ORIGINAL, 3)
 
     assert result.prompts == []
-    assert any("refused" in note for note in result.notes)
+    assert any("refused" in reason for reason in result.degraded_reasons)

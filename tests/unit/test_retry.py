@@ -161,15 +161,62 @@ async def test_results_stay_in_request_order_after_retries() -> None:
     assert [r.texts for r in results] == [["answer to a"], ["answer to b"]]
 
 
-async def test_a_partly_answered_request_is_not_sent_again() -> None:
-    backend = FakeBackend("ok").fail("q", too_many_requests("0"), times=None, keep=2)
+async def test_a_partly_answered_request_is_sent_again_for_the_missing_answers_only() -> None:
+    """One failed answer of five (a backend without ``n`` makes one call per answer)."""
+    backend = FakeBackend(lambda prompt, i: f"answer {i}")
+    backend.fail("q", too_many_requests("0"), times=1, keep=4)
+
+    [result] = await answer(backend, [request("q", n=5)])
+
+    assert result.ok and result.error is None
+    assert result.texts == [f"answer {i}" for i in range(5)]  # the four kept, then one more
+    assert [r.n for r in backend.requests] == [5, 1]
+    assert result.usage.model_calls == 2
+
+
+async def test_a_resend_of_missing_answers_gets_its_own_sampling_seed() -> None:
+    backend = FakeBackend("ok").fail("q", too_many_requests("0"), times=1, keep=2)
+
+    await answer(backend, [request("q", n=3)])
+
+    first, resend = backend.requests
+    assert first.seed_offset == 0 and resend.seed_offset != 0  # no repeat of the kept draws
+
+
+async def test_a_partly_answered_request_keeps_trying_within_the_budget() -> None:
+    backend = FakeBackend("ok").fail("q", too_many_requests("0"), times=None, keep=1)
+
+    [result] = await answer(backend, [request("q", n=5)], max_retries=2)
+
+    # each try returns one answer and fails the rest: 1 + 1 + 1 answers in three calls
+    assert [r.n for r in backend.requests] == [5, 4, 3]
+    assert result.texts == ["ok"] * 3
+    assert isinstance(result.error, HTTPError)  # still short: the failure is reported
+    assert not result.ok
+
+
+async def test_a_partly_answered_request_with_a_final_error_is_not_sent_again() -> None:
+    backend = FakeBackend("ok").fail("q", HTTPError(400), times=None, keep=2)
 
     [result] = await answer(backend, [request("q", n=5)])
 
     assert backend.calls == 1
     assert result.texts == ["ok", "ok"]
-    assert isinstance(result.error, HTTPError)  # the failure is still reported
+    assert isinstance(result.error, HTTPError)
     assert not result.ok
+
+
+async def test_only_the_short_request_of_a_batch_is_sent_again() -> None:
+    backend = FakeBackend("ok").fail("b", too_many_requests("0"), times=1, keep=2)
+
+    results = await answer(backend, [request("a", n=3), request("b", n=3), request("c", n=3)])
+
+    assert [len(r.texts) for r in results] == [3, 3, 3]
+    assert all(r.ok for r in results)
+    assert [[(prompt_of(r), r.n) for r in batch] for batch in backend.rounds] == [
+        [("a", 3), ("b", 3), ("c", 3)],
+        [("b", 1)],
+    ]
 
 
 async def test_usage_of_failed_attempts_is_kept() -> None:

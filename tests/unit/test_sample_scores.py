@@ -104,7 +104,7 @@ def test_unanswered_perturbations_fall_back_to_the_same_scale() -> None:
 
     assert scored.method == "degree"
     assert scored.confidence == pytest.approx(0.0)
-    assert any("perturbed prompts got no answers" in note for note in scored.notes)
+    assert any("perturbed prompts got no answers" in note for note in scored.degraded_reasons)
 
 
 def test_no_answer_at_all_gives_no_confidence() -> None:

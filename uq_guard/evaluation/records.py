@@ -48,6 +48,7 @@ __all__ = [
     "latest_records",
     "load_questions",
     "read_records",
+    "write_records",
 ]
 
 #: The fields gold answers are read from, in order (see the module docstring).
@@ -291,10 +292,17 @@ def compact_records(path: str | Path) -> list[EvalRecord]:
     """
     path = Path(path)
     kept = list(latest_records(read_records(path)).values())
-    temporary = path.with_name(path.name + ".compacting")
+    write_records(path, kept)
+    return kept
+
+
+def write_records(path: str | Path, records: Iterable[EvalRecord]) -> Path:
+    """Replace a records file with ``records`` (atomically: written beside it, then moved)."""
+    path = Path(path)
+    temporary = path.with_name(path.name + ".writing")
     with temporary.open("w", encoding="utf-8") as handle:
-        handle.writelines(record.model_dump_json() + "\n" for record in kept)
+        handle.writelines(record.model_dump_json() + "\n" for record in records)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
-    return kept
+    return path

@@ -19,7 +19,10 @@ class PerturbationResult:
         method: the perturber's name, reported to the user.
         n_requested: how many were asked for.
         usage: model calls spent making them (zero for model-free perturbers).
-        notes: anything the report should say (fewer than asked, a failure).
+        notes: information for the report that loses nothing (a long prompt
+            capped, a lexicon without substitutes): never marks it degraded.
+        degraded_reasons: what lost information (a failed request, fewer
+            real variants than asked): the report is marked degraded.
         lexicon: where substitutes came from (GAAP: ``wordnet``, ``model``,
             ``user``, ``none`` or a ``+``-joined union); None for perturbers
             without a lexicon.
@@ -33,6 +36,7 @@ class PerturbationResult:
     usage: Usage = field(default_factory=Usage)
     notes: list[str] = field(default_factory=list)
     lexicon: str | None = None
+    degraded_reasons: list[str] = field(default_factory=list)
     n_real: int | None = None
 
     @property
@@ -91,6 +95,7 @@ class MixedPerturber:
         n_real = 0
         usage = Usage()
         notes: list[str] = []
+        degraded: list[str] = []
         for part in parts:
             real = part.prompts[: part.real_count]
             for text in real:
@@ -100,6 +105,7 @@ class MixedPerturber:
             prompts.extend(text for text in real if text not in prompts)
             usage = usage + part.usage
             notes.extend(part.notes)
+            degraded.extend(part.degraded_reasons)
         # padding repeats (if any part padded) go last, after every real variant
         for part in parts:
             prompts.extend(part.prompts[part.real_count :])
@@ -109,6 +115,7 @@ class MixedPerturber:
             n_requested=m,
             usage=usage,
             notes=notes,
+            degraded_reasons=degraded,
             lexicon=next((p.lexicon for p in parts if p.lexicon), None),
             n_real=min(n_real, m),
         )

@@ -521,7 +521,10 @@ class GAAPRun:
         stop_reason: ``"max_generations"``, ``"delta"``, ``"no_population"``
             or ``"no_key_tokens"``.
         texts_embedded: texts sent to the embedder (one batch per generation).
-        notes: what the report should say.
+        notes: information for the report that loses nothing (a long prompt
+            capped, a lexicon without substitutes).
+        degraded_reasons: what lost information (no word to change, fewer
+            distinct variants than asked, a failed lexicon request).
     """
 
     prompts: list[str]
@@ -533,6 +536,7 @@ class GAAPRun:
     stop_reason: str = ""
     texts_embedded: int = 0
     notes: list[str] = field(default_factory=list)
+    degraded_reasons: list[str] = field(default_factory=list)
 
 
 def _is_filler(word: str) -> bool:
@@ -655,6 +659,7 @@ class GAAPPerturber:
             n_requested=m,
             usage=substitutions.usage if substitutions else Usage(),
             notes=run.notes,
+            degraded_reasons=run.degraded_reasons,
             lexicon=substitutions.lexicon if substitutions else self.lexicon.name,
             n_real=run.n_real,
         )
@@ -663,8 +668,14 @@ class GAAPPerturber:
         """One full GAAP run; also returns what the lexicon said (None when not asked)."""
         plan = await asyncio.to_thread(self._plan, prompt)
         if not plan.keys and not plan.genes:
-            notes = [*plan.notes, "GAAP found no word it may change: no perturbations"]
-            return GAAPRun(prompts=[], n_real=0, stop_reason="no_key_tokens", notes=notes), None
+            run = GAAPRun(
+                prompts=[],
+                n_real=0,
+                stop_reason="no_key_tokens",
+                notes=list(plan.notes),
+                degraded_reasons=["GAAP found no word it may change: no perturbations"],
+            )
+            return run, None
         key_words = [plan.original[i] for i in plan.keys]
         if key_words:
             substitutions = await self.lexicon.substitutes(key_words, prompt)
@@ -672,6 +683,7 @@ class GAAPPerturber:
             substitutions = Substitutions(options={}, lexicon=self.lexicon.name)
         run = await asyncio.to_thread(self._evolve, prompt, plan, substitutions, m)
         run.notes = [*plan.notes, *substitutions.notes, *run.notes]
+        run.degraded_reasons = [*substitutions.degraded_reasons, *run.degraded_reasons]
         return run, substitutions
 
     # -- the synchronous parts (run off the event loop) ---------------------------
@@ -786,8 +798,9 @@ class GAAPPerturber:
         drawn, n_real = draw_across_generations(
             text_generations, m, self.generation_stride, rng, pad=self.pad
         )
+        degraded: list[str] = []
         if n_real < m:
-            notes.append(
+            degraded.append(
                 f"GAAP found {n_real} distinct perturbations of {m}"
                 + (": the rest repeat them" if self.pad and n_real else "")
             )
@@ -801,4 +814,5 @@ class GAAPPerturber:
             stop_reason=stop_reason,
             texts_embedded=embedded,
             notes=notes,
+            degraded_reasons=degraded,
         )

@@ -61,7 +61,8 @@ class Substitutions:
         pos: the part of speech the substitutes keep, where the lexicon knows it
             (WordNet letters: ``n``, ``v``, ``a``, ``r``).
         usage: model calls spent (zero for WordNet and user dicts).
-        notes: anything the report should say (a failed model call).
+        notes: information for the report that loses nothing.
+        degraded_reasons: what lost information (a failed model call).
     """
 
     options: dict[str, list[str]]
@@ -69,6 +70,7 @@ class Substitutions:
     pos: dict[str, str] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
     notes: list[str] = field(default_factory=list)
+    degraded_reasons: list[str] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -434,11 +436,20 @@ class CombinedLexicon:
         usage = Usage()
         pos: dict[str, str] = {}
         notes: list[str] = []
+        degraded: list[str] = []
         for part in parts:
             usage = usage + part.usage
             pos = {**part.pos, **pos}
             notes.extend(part.notes)
-        return Substitutions(options=options, lexicon=self.name, pos=pos, usage=usage, notes=notes)
+            degraded.extend(part.degraded_reasons)
+        return Substitutions(
+            options=options,
+            lexicon=self.name,
+            pos=pos,
+            usage=usage,
+            notes=notes,
+            degraded_reasons=degraded,
+        )
 
 
 # -- the model lexicon ----------------------------------------------------------------
@@ -548,13 +559,15 @@ class ModelLexicon:
         if not distinct:
             return Substitutions(options={}, lexicon=self.name)
         [answer] = await self.backend.generate([self.request(distinct, context)])
-        notes: list[str] = []
+        degraded: list[str] = []
         if answer.ok:
             options = parse_substitutes(answer.texts[0], distinct, self.per_word)
         else:
             options = {word: [] for word in distinct}
-            notes.append(f"model lexicon request failed: {answer.error}")
-        return Substitutions(options=options, lexicon=self.name, usage=answer.usage, notes=notes)
+            degraded.append(f"model lexicon request failed: {answer.error}")
+        return Substitutions(
+            options=options, lexicon=self.name, usage=answer.usage, degraded_reasons=degraded
+        )
 
 
 def default_lexicon(

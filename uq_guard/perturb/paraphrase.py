@@ -107,14 +107,18 @@ class ModelParaphraser:
         if m == 0:
             return PerturbationResult(prompts=[], method=self.method, n_requested=0)
         [answer] = await self.backend.generate([self.request(prompt, m)])
-        notes: list[str] = []
+        degraded: list[str] = []  # both lose perturbations the estimate was meant to have
         prompts: list[str] = []
         if answer.ok:
             prompts = parse_paraphrases(answer.texts[0], prompt, m)
         else:
-            notes.append(f"paraphrase request failed: {answer.error}")
+            degraded.append(f"paraphrase request failed: {answer.error}")
         if len(prompts) < m:
-            notes.append(f"paraphraser returned {len(prompts)} of {m} perturbations")
+            degraded.append(f"paraphraser returned {len(prompts)} of {m} perturbations")
         return PerturbationResult(
-            prompts=prompts, method=self.method, n_requested=m, usage=answer.usage, notes=notes
+            prompts=prompts,
+            method=self.method,
+            n_requested=m,
+            usage=answer.usage,
+            degraded_reasons=degraded,
         )

@@ -65,7 +65,9 @@ class SampleScores:
             reply) in the biggest semantic cluster at ``cluster_threshold``;
             the stopping statistic of adaptive sampling. None when no answer
             came back.
-        notes: what the report should say about degraded scoring.
+        degraded_reasons: what the scoring lost (no answer to score, the
+            original prompt's samples all failed, no perturbed prompt
+            answered); each degrades the report.
     """
 
     scores: dict[str, float] = field(default_factory=dict)
@@ -74,7 +76,7 @@ class SampleScores:
     method: str = "unavailable"
     candidate_support: np.ndarray = field(default_factory=lambda: np.zeros(0))
     answer_agreement: float | None = None
-    notes: list[str] = field(default_factory=list)
+    degraded_reasons: list[str] = field(default_factory=list)
 
 
 def score_samples(
@@ -109,7 +111,7 @@ def score_samples(
     pair_prompt = [k for k, group in enumerate(answers) for _ in group]
     pair_answer = [a for group in answers for a in group]
     if not pair_answer:
-        result.notes.append("no sampled answer came back: nothing to score")
+        result.degraded_reasons.append("no sampled answer came back: nothing to score")
         return result
 
     texts = list(dict.fromkeys([*prompts, *pair_answer, reply]))
@@ -157,7 +159,7 @@ def score_samples(
         # gets, and with one sample (r = 1) the reply and that sample still make a pair.
         sample_only_confidence = agreement_confidence(candidate_sim, unrelated)
     else:
-        result.notes.append(
+        result.degraded_reasons.append(
             "every sample of the original prompt failed: sample-only baselines were skipped"
         )
     distinct_prompts = sorted({position[p] for p in prompts})
@@ -172,12 +174,12 @@ def score_samples(
         result.uncertainty = result.scores["degree"]
         result.confidence = sample_only_confidence
         if len(prompts) > 1:
-            result.notes.append(
+            result.degraded_reasons.append(
                 "perturbed prompts got no answers: confidence from the agreement of the "
                 "reply and the prompt's samples (method degree)"
             )
     else:
-        result.notes.append("no answer to the original prompt: no confidence")
+        result.degraded_reasons.append("no answer to the original prompt: no confidence")
     return result
 
 
