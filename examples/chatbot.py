@@ -59,8 +59,9 @@ def ask(
     print(f"bot> {reply.content}")
     confidence = report["confidence"]  # None when no sample came back
     shown = "n/a" if confidence is None else f"{confidence:.2f}"
+    source = "calibrated P(correct)" if report["calibrated"] else report["method"]
     print(
-        f"     confidence {shown} ({report['method']}), "
+        f"     confidence {shown} ({source}), "
         f"decision: {report['decision']}, {report['cost']['model_calls']} model calls, "
         f"{seconds:.1f} s"
     )

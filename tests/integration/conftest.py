@@ -11,6 +11,8 @@ import httpx
 import pytest
 from uq_guard_hf import HuggingFaceChatModel
 
+from tests.support.upstream import ScriptedUpstream
+
 
 @pytest.fixture(scope="session")
 def smollm2() -> HuggingFaceChatModel:
@@ -69,3 +71,10 @@ def llama_server() -> Iterator[str]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture
+def upstream() -> Iterator[ScriptedUpstream]:
+    """A scripted OpenAI-compatible upstream on 127.0.0.1 that, like llama.cpp, ignores ``n``."""
+    with ScriptedUpstream(honour_n=False) as scripted:
+        yield scripted

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from uq_guard_hf import HuggingFaceChatModel
 from uq_guard_langchain import GuardedChatModel
 
@@ -47,15 +47,21 @@ def test_a_steadily_answered_question_gets_clearly_higher_confidence_than_an_err
 def test_abstain_policy_replaces_the_erratic_answer_and_keeps_the_original(
     seeded: HuggingFaceChatModel,
 ) -> None:
-    chat = GuardedChatModel(model=seeded, policy="abstain", threshold=0.5, **BUDGET)
+    # the product default for the bundled model: its shipped calibration (P(correct)), the
+    # sampling budget and system message it was fitted with, the default threshold
+    assert seeded.guard_defaults["calibration"]
+    chat = GuardedChatModel(model=seeded, policy="abstain")
+    system = SystemMessage("Answer in a few words.")
 
-    steady = chat.invoke(STEADY)
-    erratic = chat.invoke(ERRATIC)
+    steady = chat.invoke([system, HumanMessage(STEADY)])
+    erratic = chat.invoke([system, HumanMessage(ERRATIC)])
 
     assert isinstance(erratic, AIMessage)
     assert "Tokyo" in steady.content
-    assert steady.response_metadata["uq_guard"]["decision"] == "answer"
+    steady_report = steady.response_metadata["uq_guard"]
+    assert steady_report["calibrated"] and steady_report["decision"] == "answer"
     report = erratic.response_metadata["uq_guard"]
+    assert report["calibrated"] and not report["degraded"]
     assert report["decision"] == "abstain"
     assert erratic.content == report["reply"] != report["original_reply"]
     assert report["original_reply"]

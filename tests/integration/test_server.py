@@ -26,12 +26,6 @@ SMALL = GuardConfig(
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-@pytest.fixture
-def upstream() -> Iterator[ScriptedUpstream]:
-    with ScriptedUpstream(honour_n=False) as scripted:
-        yield scripted
-
-
 def proxy(upstream_url: str, **settings: Any) -> Any:
     settings.setdefault("guard", SMALL)
     return serving(create_app(OpenAIUpstream(upstream_url), ServerSettings(**settings)))

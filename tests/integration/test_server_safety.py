@@ -24,21 +24,11 @@ from uq_guard_server.policy import DEFAULT_ALLOWED_SETTINGS, ServerPolicy
 from uq_guard_server.redact import redact, redact_url
 from uq_guard_server.upstream import create_kwargs
 
+from tests.integration.test_server import QUESTION, SMALL
 from tests.support.serve import serving
 from tests.support.upstream import MODEL, Reply, ScriptedUpstream, is_sample
 from uq_guard import GuardConfig
 from uq_guard._exceptions import ConfigurationError
-
-SMALL = GuardConfig(
-    n_perturbations=0, perturbation="none", n_samples=2, max_tokens=24, retry_wait_s=0.05
-)
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-@pytest.fixture
-def upstream() -> Iterator[ScriptedUpstream]:
-    with ScriptedUpstream(honour_n=False) as scripted:
-        yield scripted
 
 
 def proxy(upstream_url: str, *, upstream_key: str | None = None, **settings: Any) -> Any:

@@ -33,8 +33,8 @@ QUESTION = "What is the capital of France?"
 def two_views(n: int, seed: int = 0) -> tuple[list[dict[str, float | None]], np.ndarray]:
     """Right/wrong driven by one latent signal that two scores see through independent noise.
 
-    ``gnll`` and ``degree`` are uncertainties (the fused model negates them),
-    ``eccentricity`` is pure noise. Each score alone ranks worse than both together.
+    ``gnll`` and ``semantic_entropy`` are uncertainties (the fused model negates them),
+    ``semantic_volume`` is pure noise. Each score alone ranks worse than both together.
     """
     rng = np.random.default_rng(seed)
     signal = rng.normal(size=n)
@@ -43,7 +43,7 @@ def two_views(n: int, seed: int = 0) -> tuple[list[dict[str, float | None]], np.
     degree = 0.4 - 0.1 * (signal + rng.normal(size=n))
     noise = rng.normal(size=n)
     rows = [
-        {"gnll": float(g), "degree": float(d), "eccentricity": float(e)}
+        {"gnll": float(g), "semantic_entropy": float(d), "semantic_volume": float(e)}
         for g, d, e in zip(gnll, degree, noise, strict=True)
     ]
     return rows, correct
@@ -59,11 +59,13 @@ def test_fused_ranks_better_held_out_than_each_score_alone() -> None:
 
     fused = result.summary.metrics["auroc"]
     best_name, best = result.best_single or ("", 0.0)
-    assert best_name in ("gnll", "degree")
+    assert best_name in ("gnll", "semantic_entropy")
     assert fused.estimate > best + 0.025
     assert fused.low < fused.estimate < fused.high  # a real bootstrap interval
     assert result.summary.metrics["smooth_ece"].estimate < 0.05
-    assert result.single["eccentricity"].metrics["auroc"].estimate == pytest.approx(0.5, abs=0.06)
+    assert result.single["semantic_volume"].metrics["auroc"].estimate == pytest.approx(
+        0.5, abs=0.06
+    )
     # the file records the same held-out point estimates
     held_out = result.calibrator.mapping.held_out
     assert held_out is not None and held_out.n_folds == 5 and held_out.n == 600
@@ -92,8 +94,8 @@ def test_the_fused_model_weights_the_informative_scores() -> None:
     model = fit_fused(rows, correct, cross_fit=False).mapping.models[0]
     weight = dict(zip(model.features, model.coefficients, strict=True))
     # uncertainties are negated first, so both informative weights are positive
-    assert weight["gnll"] > 0.5 and weight["degree"] > 0.5
-    assert abs(weight["eccentricity"]) < 0.15
+    assert weight["gnll"] > 0.5 and weight["semantic_entropy"] > 0.5
+    assert abs(weight["semantic_volume"]) < 0.15
     assert model.means[model.features.index("gnll")] == pytest.approx(-2.0, abs=0.1)
 
 
@@ -104,19 +106,23 @@ def test_default_features_are_present_varying_scores_and_features_override() -> 
         row["sparse"] = float(i) if i % 10 else None  # present in 90%
         row["mostly"] = float(i) if i % 40 else float("nan")  # present in 97.5%
         row[GUARD_CONFIDENCE] = 0.5 + 0.001 * i
-    assert select_features(rows) == ["gnll", "degree", "eccentricity", "mostly"]
-    assert select_features(rows, min_presence=0.85) == [
+    # by default only scores that read the answers (ANSWER_SCORES) ...
+    assert select_features(rows) == ["gnll", "semantic_entropy", "semantic_volume"]
+    # ... or every present, varying score
+    everything = select_features(rows, answer_scores_only=False)
+    assert everything == ["gnll", "semantic_entropy", "semantic_volume", "mostly"]
+    assert select_features(rows, min_presence=0.85, answer_scores_only=False) == [
         "gnll",
-        "degree",
-        "eccentricity",
+        "semantic_entropy",
+        "semantic_volume",
         "sparse",
         "mostly",
     ]
-    chosen = fused_data(rows, correct, features=["degree", GUARD_CONFIDENCE])
-    assert chosen.features == ["degree", GUARD_CONFIDENCE]
+    chosen = fused_data(rows, correct, features=["semantic_entropy", GUARD_CONFIDENCE])
+    assert chosen.features == ["semantic_entropy", GUARD_CONFIDENCE]
     np.testing.assert_allclose(chosen.table[:3, 1], [0.5, 0.501, 0.502])
     with pytest.raises(ConfigurationError, match="no score 'nope'"):
-        fused_data(rows, correct, features=["degree", "nope"])
+        fused_data(rows, correct, features=["semantic_entropy", "nope"])
 
 
 def test_too_few_right_or_wrong_answers_is_refused() -> None:
@@ -181,7 +187,7 @@ def test_fused_file_round_trip(tmp_path: Path) -> None:
     mapping = data["mapping"]
     assert mapping["kind"] == "fused" and mapping["clip"] == 5.0
     model = mapping["models"][0]
-    assert model["features"] == ["gnll", "degree", "eccentricity"]
+    assert model["features"] == ["gnll", "semantic_entropy", "semantic_volume"]
     for key in ("means", "scales", "coefficients"):
         assert len(model[key]) == 3
     assert {"intercept", "C", "recalibration", "n_fitted", "n_correct"} <= set(model)

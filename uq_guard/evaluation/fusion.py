@@ -18,9 +18,19 @@ returns P(correct)::
 
 How it is fitted (the applying side is :class:`uq_guard.calibration.FusedMapping`):
 
-* **Features.** By default every score present (finite) in at least 95% of
-  the records and not constant; ``features=[...]`` chooses. Each is turned
-  the confidence way (:func:`uq_guard.report.score_as_confidence`).
+* **Features.** By default the scores of :data:`ANSWER_SCORES` present
+  (finite) in at least 95% of the records and not constant;
+  ``features=[...]`` chooses (``select_features(rows, answer_scores_only=False)``
+  gives every score). Each is turned the confidence way
+  (:func:`uq_guard.report.score_as_confidence`). The default keeps to scores
+  that read the *answers* (the reply's token probabilities, the agreement
+  and spread of the sampled answers): the scores that read the prompts'
+  geometry (``prompt_semantic_volume``, and raw Inv-Entropy and its
+  siblings, which with meaning-neutral perturbations mostly measure how far
+  the frames moved the question's embedding) rank questions by their form,
+  which a data set ties to its answers by accident (on the countries set a
+  capital question is both easier and differently spread than a currency
+  one): a fused model fitted on them learns that set, not the model.
   ``guard_confidence``, the label-free confidence, is never a default: it is
   a function of a score already in the list (Inv-Entropy's or Degree's),
   whose meaning depends on the path the call took; name it to include it.
@@ -79,6 +89,7 @@ from uq_guard.evaluation.calibrators import fit_isotonic, fit_platt
 from uq_guard.evaluation.metrics import MetricSummary, auroc, ece, evaluate, smooth_ece
 
 __all__ = [
+    "ANSWER_SCORES",
     "CLIP",
     "C_GRID",
     "DEFAULT_MIN_PRESENCE",
@@ -238,15 +249,38 @@ def _rows_of(
     )
 
 
+#: The default features of a fused calibrator: scores that read the answers (module docstring).
+ANSWER_SCORES = frozenset(
+    {
+        "gnll",
+        "mean_token_entropy",
+        "entropy_area_score",
+        "reply_agreement",
+        "reply_agreement_perturbed",
+        "semantic_volume",
+        "semantic_entropy",
+        "verbalized_confidence",
+    }
+)
+
+
 def select_features(
-    rows: Sequence[Mapping[str, float | None]], min_presence: float = DEFAULT_MIN_PRESENCE
+    rows: Sequence[Mapping[str, float | None]],
+    min_presence: float = DEFAULT_MIN_PRESENCE,
+    *,
+    answer_scores_only: bool = True,
 ) -> list[str]:
     """The default features: scores finite in at least ``min_presence`` of rows, not constant.
 
-    In first-seen order; ``guard_confidence`` is never chosen (see the module docstring).
+    In first-seen order; only :data:`ANSWER_SCORES` unless ``answer_scores_only``
+    is False (and then every score but ``guard_confidence``; see the module
+    docstring); when none of :data:`ANSWER_SCORES` qualifies, every score.
     """
     if not 0.0 < min_presence <= 1.0:
         raise ConfigurationError(f"min_presence must be in (0, 1], got {min_presence}")
+    if answer_scores_only:
+        chosen = select_features(rows, min_presence, answer_scores_only=False)
+        return [name for name in chosen if name in ANSWER_SCORES] or chosen
     names = [n for n in dict.fromkeys(k for row in rows for k in row) if n != GUARD_CONFIDENCE]
     chosen = []
     for name in names:

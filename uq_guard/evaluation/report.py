@@ -49,7 +49,7 @@ GUARD_CONFIDENCE = "guard_confidence"
 BRIER_FOLDS = 5  # the isotonic Brier score's cross-fitting folds
 WHITEBOX_SCORES = frozenset({"gnll", "mean_token_entropy", "entropy_area_score"})
 X0_SAMPLE_SCORES = frozenset(
-    {"degree", "eigv", "eccentricity", "semantic_entropy", "semantic_volume"}
+    {"degree", "eigv", "eccentricity", "semantic_entropy", "semantic_volume", "reply_agreement"}
 )
 _COLUMNS = (("auroc", "AUROC"), ("prr", "PRR"), ("brier", "Brier (iso)"), ("ece", "ECE"))
 _COLUMNS = (*_COLUMNS, ("aurac", "AURAC"))
