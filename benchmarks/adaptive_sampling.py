@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
-import json
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -39,8 +37,9 @@ from uq_guard import Guard, GuardConfig, UQGuardError
 from uq_guard.embeddings import shared_embedder
 from uq_guard.evaluation.correctness import assess_answer
 from uq_guard.evaluation.metrics import auroc
+from uq_guard.evaluation.records import load_questions
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nq_open_dev.jsonl"
+NQ_OPEN = Path(__file__).resolve().parents[2] / "shared" / "data" / "nq_open_dev.jsonl"
 BUDGET = {"n_perturbations": 4, "n_samples": 4, "max_tokens": 24, "seed": 0}
 REPLY_MAX_TOKENS = 32  # the greedy reply; NQ answers are a phrase or a sentence
 N_BOOTSTRAP_CI = 1000
@@ -57,12 +56,9 @@ class Run:
     confidence: list[float] = field(default_factory=list)
 
 
-def load_questions(limit: int) -> list[dict]:
-    with DATA.open() as lines:
-        return [json.loads(line) for line in itertools.islice(lines, limit)]
-
-
-async def measure(limit: int, margin: float | None) -> tuple[dict[str, Run], list[bool]]:
+async def measure(
+    data: Path, limit: int, margin: float | None
+) -> tuple[dict[str, Run], list[bool]]:
     model = HuggingFaceChatModel.default(seed=0, max_new_tokens=REPLY_MAX_TOKENS)
     model.invoke("warm-up")
     embedder = shared_embedder()
@@ -75,8 +71,8 @@ async def measure(limit: int, margin: float | None) -> tuple[dict[str, Run], lis
     modes = list(guards)
     runs = {mode: Run() for mode in guards}
     correct: list[bool] = []
-    for index, item in enumerate(load_questions(limit)):
-        question = item["question"] + "?"
+    for index, item in enumerate(load_questions(data, limit)):
+        question = item.question + "?"
         order = modes[index % len(modes) :] + modes[: index % len(modes)]
         replies = {}
         for mode in order:
@@ -93,7 +89,7 @@ async def measure(limit: int, margin: float | None) -> tuple[dict[str, Run], lis
             replies[mode] = result.reply.texts[0]
         if len(set(replies.values())) > 1:
             print(f"note: the greedy replies differ on question {index}")
-        correct.append(assess_answer(replies["off"], item["answer"], question=question).correct)
+        correct.append(assess_answer(replies["off"], item.gold, question=question).correct)
         shown = " ".join(
             f"{mode}: conf={run.confidence[-1]:.3f} n={run.samples[-1]}"
             for mode, run in runs.items()
@@ -157,6 +153,7 @@ def print_table(runs: dict[str, Run], correct: list[bool]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=NQ_OPEN, help="question JSONL (NQ-Open dev)")
     parser.add_argument("--limit", type=int, default=40, help="questions (first N of the file)")
     parser.add_argument(
         "--margin",
@@ -165,7 +162,7 @@ def main() -> None:
         help="also run adaptive sampling with this adaptive_margin (a third mode)",
     )
     args = parser.parse_args()
-    runs, correct = asyncio.run(measure(args.limit, args.margin))
+    runs, correct = asyncio.run(measure(args.data, args.limit, args.margin))
     print_table(runs, correct)
 
 

@@ -70,7 +70,9 @@ def auroc_cell(records: list[EvalRecord], method: str, n_resamples: int) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", choices=sorted(DATA), default="countries")
+    parser.add_argument(
+        "--data", default="countries", help=f"{', '.join(sorted(DATA))} or a JSONL path"
+    )
     parser.add_argument("--limit", type=int, default=400)
     parser.add_argument("--default-run", type=Path, required=True)
     parser.add_argument("--out-root", type=Path, help="default: beside --default-run")
@@ -79,7 +81,7 @@ def main() -> int:
     args = parser.parse_args()
 
     settings = json.loads((args.default_run / "run.json").read_text())
-    items = load_questions(DATA[args.data], args.limit)
+    items = load_questions(DATA.get(args.data, Path(args.data)), args.limit)
     wanted = {item.id for item in items}
     default = [r for r in read_records(args.default_run / "records.jsonl") if r.id in wanted]
     done = {r.id: r for r in default if r.ok}

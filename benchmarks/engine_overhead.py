@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -32,15 +30,11 @@ from uq_guard_hf import HuggingFaceChatModel
 
 from uq_guard.backend import GenerationRequest
 from uq_guard.embeddings import SentenceTransformerEmbedder
+from uq_guard.evaluation.records import load_questions
 from uq_guard.scoring.suite import score_samples
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nq_open_dev.jsonl"
+NQ_OPEN = Path(__file__).resolve().parents[2] / "shared" / "data" / "nq_open_dev.jsonl"
 N_PROMPTS, N_ANSWERS, N_BOOTSTRAP, MAX_TOKENS = 10, 5, 30, 32
-
-
-def load_questions(limit: int) -> list[str]:
-    with DATA.open() as lines:
-        return [json.loads(line)["question"] + "?" for line in itertools.islice(lines, limit)]
 
 
 # -- the reference-style pipeline -------------------------------------------
@@ -172,9 +166,10 @@ def print_table(rows: list[tuple]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="scoring repeats (median)")
+    parser.add_argument("--data", type=Path, default=NQ_OPEN, help="question JSONL (NQ-Open dev)")
     args = parser.parse_args()
 
-    prompts = load_questions(N_PROMPTS)
+    prompts = [item.question + "?" for item in load_questions(args.data, N_PROMPTS)]
     model = HuggingFaceChatModel.default(seed=0)
     model.invoke("warm-up")
     generation_rows, answers = asyncio.run(bench_generation(model, prompts))

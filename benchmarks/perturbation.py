@@ -43,8 +43,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
-import json
 import re
 import statistics
 import time
@@ -53,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from uq_guard.embeddings import shared_embedder
+from uq_guard.evaluation.records import load_questions
 from uq_guard.perturb import (
     GAAPPerturber,
     ModelLexicon,
@@ -101,11 +100,6 @@ def asks_the_same(question: str, variant: str) -> bool | None:
         has = re.search(rf"\b{relation}\b", lowered) is not None
         return has and country.lower() in lowered
     return None
-
-
-def load_questions(data: str, limit: int) -> list[str]:
-    with DATA[data].open() as lines:
-        return [json.loads(line)["question"] for line in itertools.islice(lines, limit)]
 
 
 def perturber_for(method: str, embedder, model, min_fidelity: float = 0.5) -> Perturber:
@@ -196,7 +190,9 @@ def print_table(rows: list[dict]) -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", choices=sorted(DATA), default="nq", help="question set")
+    parser.add_argument(
+        "--data", default="nq", help=f"question set ({', '.join(sorted(DATA))}) or a JSONL path"
+    )
     parser.add_argument("--limit", type=int, default=200, help="questions (default 200)")
     parser.add_argument(
         "--model-limit", type=int, default=None, help="questions for the SmolLM2 methods"
@@ -211,7 +207,8 @@ async def main() -> None:
     )
     args = parser.parse_args()
 
-    questions = load_questions(args.data, args.limit)
+    path = DATA.get(args.data, Path(args.data))
+    questions = [item.question for item in load_questions(path, args.limit)]
     embedder = shared_embedder()
     embedder.encode(["warm up the embedder"])
     await GAAPPerturber(embedder, WordNetLexicon()).perturb("warm up the lexicon", 1)
@@ -229,7 +226,7 @@ async def main() -> None:
         for floor in floors:
             rows.append(await bench(method, subset, embedder, model, floor))
             print_table(rows[-1:])
-    print(f"\nm = {M} perturbations per question; questions from {DATA[args.data].name}")
+    print(f"\nm = {M} perturbations per question; questions from {path.name}")
     print_table(rows)
 
 
