@@ -225,6 +225,18 @@ def wordnet_substitutes(word: str) -> tuple[tuple[str, ...], str | None]:
         return _lookup_wordnet(word)
 
 
+def _pos_of(synset: Any) -> str:
+    """WordNet's part of speech of a synset, adjective satellites (``s``) read as ``a``."""
+    return "a" if synset.pos() == "s" else synset.pos()
+
+
+def _alternatives(word: str, lemma: str, names: Sequence[str]) -> tuple[str, ...]:
+    """WordNet lemma names as substitutes of ``word``: cleaned, inflected like it, not itself."""
+    phrases = [name.replace("_", " ") for name in names]
+    others = [phrase for phrase in phrases if phrase.casefold() != lemma.casefold()]
+    return tuple(_clean_options(word, [inflect_like(word, lemma, p) for p in others]))
+
+
 def _lookup_wordnet(word: str) -> tuple[tuple[str, ...], str | None]:
     wn = _wordnet()
     lowered = word.lower()
@@ -233,10 +245,9 @@ def _lookup_wordnet(word: str) -> tuple[tuple[str, ...], str | None]:
         return (), None
     counts: dict[str, int] = {}
     for synset in synsets:
-        pos = "a" if synset.pos() == "s" else synset.pos()
-        counts[pos] = counts.get(pos, 0) + 1
+        counts[_pos_of(synset)] = counts.get(_pos_of(synset), 0) + 1
     pos = max(_POS_ORDER, key=lambda p: (counts.get(p, 0), -_POS_ORDER.index(p)))
-    senses = [s for s in synsets if ("a" if s.pos() == "s" else s.pos()) == pos]
+    senses = [s for s in synsets if _pos_of(s) == pos]
     lemma = wn.morphy(lowered, pos) or lowered
     kinds: list[list[str]] = [[], [], []]
     for sense in senses:
@@ -245,14 +256,8 @@ def _lookup_wordnet(word: str) -> tuple[tuple[str, ...], str | None]:
             kinds[1].extend(hypernym.lemma_names())
         for hyponym in sense.hyponyms():
             kinds[2].extend(hyponym.lemma_names())
-    interleaved = [
-        name
-        for group in _zip_longest(kinds)
-        for name in group
-        if name.replace("_", " ").casefold() != lemma.casefold()
-    ]
-    inflected = [inflect_like(lowered, lemma, name.replace("_", " ")) for name in interleaved]
-    return tuple(_clean_options(lowered, inflected)), pos
+    interleaved = [name for group in _zip_longest(kinds) for name in group]
+    return _alternatives(lowered, lemma, interleaved), pos
 
 
 @dataclass(frozen=True)
@@ -289,18 +294,11 @@ def wordnet_senses(word: str) -> tuple[Sense, ...]:
             return ()
         senses = []
         for synset in wn.synsets(lowered):
-            pos = "a" if synset.pos() == "s" else synset.pos()
+            pos = _pos_of(synset)
             lemma = wn.morphy(lowered, pos) or lowered
-            names = [name.replace("_", " ") for name in synset.lemma_names()]
-            others = [name for name in names if name.casefold() != lemma.casefold()]
-            inflected = [inflect_like(lowered, lemma, name) for name in others]
-            senses.append(
-                Sense(
-                    pos=pos,
-                    gloss=f"{', '.join(names)}: {synset.definition()}",
-                    synonyms=tuple(_clean_options(lowered, inflected)),
-                )
-            )
+            names = synset.lemma_names()
+            gloss = f"{', '.join(n.replace('_', ' ') for n in names)}: {synset.definition()}"
+            senses.append(Sense(pos, gloss, _alternatives(lowered, lemma, names)))
     return tuple(senses)
 
 
