@@ -69,6 +69,7 @@ from uq_guard.embeddings import Embedder
 from uq_guard.perturb.base import PerturbationResult
 from uq_guard.perturb.frames import FRAME_GENES, apply_frames, frame_options
 from uq_guard.perturb.lexicon import Lexicon, Substitutions
+from uq_guard.perturb.words import ANSWER_WORDS, FILLER_WORDS, SENTENCE_STARTERS, STOPWORDS
 
 __all__ = [
     "STOPWORDS",
@@ -92,70 +93,6 @@ logger = logging.getLogger(__name__)
 
 Individual = tuple[str, ...]
 T = TypeVar("T", bound=Hashable)
-
-STOPWORDS = frozenset(
-    """
-    a about above after again against all also am an and any are as at be because been before
-    being below between both but by can could did do does doing done down during each either
-    else even ever every few for from further get gets got had has have having he her here hers
-    herself him himself his how however i if in into is it its itself just least less let like
-    many may me might more most much must my myself neither no nor not now of off often on once
-    one only or other ought our ours ourselves out over own per please quite rather same shall
-    she should since so some such than that the their theirs them themselves then there these
-    they this those though through thus to too under until up upon us very was we were what
-    whatever when whenever where whereas wherever whether which while who whoever whom whose why
-    will with within without would yet you your yours yourself yourselves s t d ll m o re ve y
-    don doesn didn isn aren wasn weren won wouldn shouldn couldn can't don't isn't
-    """.split()  # noqa: SIM905 (a word list reads better as text)
-)
-"""Words never chosen as key tokens (function words carry no topic)."""
-
-ANSWER_WORDS = frozenset(
-    """
-    plus minus times multiplied multiply divided divide over sum difference product quotient
-    remainder squared cubed square cube root roots power powers percent percentage half halves
-    double twice triple add added adding subtract subtracted subtracting multiplying dividing
-    equal equals total average mean median modulo mod factorial exponent logarithm log greater
-    fewer larger smaller bigger higher lower longer shorter older younger
-    zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen
-    fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty
-    ninety hundred thousand million billion trillion dozen first second third fourth fifth
-    sixth seventh eighth ninth tenth last next previous
-    capital capitals currency currencies author authors writer wrote written year years date
-    dates day days month months century decade president presidents leader king queen
-    emperor prime minister chancellor mayor governor founder founded inventor invented
-    director directed composer composed singer sang painter painted architect population
-    language languages area height length width weight depth size speed distance temperature
-    price cost age born birth birthplace died death dies located location continent country
-    countries city cities state states river mountain ocean sea lake island flag anthem
-    religion government name named called symbol formula element number color colour
-    largest smallest biggest highest lowest longest shortest oldest youngest tallest deepest
-    fastest slowest most least best worst earliest latest nearest farthest furthest
-    not never none without nobody nothing cannot
-    """.split()  # noqa: SIM905 (a word list reads better as text)
-)
-"""Words an answer depends on, never edited when GAAP preserves the question.
-
-Operators and number words ("39 *minus* 13", "*twice*"), the relation a
-factoid question asks for ("the *capital* of", "the *currency* of", "who
-*wrote*"), comparisons ("the *largest*") and negation. Substituting or
-deleting one of them changes what is asked (ALGORITHMS.md §3, "Answer
-preservation"); names, numbers and quoted text are protected on top.
-"""
-
-FILLER_WORDS = frozenset(
-    "please exactly actually really just basically currently precisely kindly".split()  # noqa: SIM905
-)
-"""Words GAAP may still delete when it preserves the question: they carry no content."""
-
-# A sentence may open with these capitalised without them being names.
-_SENTENCE_STARTERS = frozenset(
-    """
-    name list tell give explain describe define write find compare summarize summarise translate
-    calculate compute show identify state suggest provide consider imagine suppose assume given
-    which whose
-    """.split()  # noqa: SIM905
-)
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
 _PROTECTED_PATTERNS = (
@@ -200,7 +137,7 @@ def _name_spans(text: str) -> list[tuple[int, int]]:
         if (
             sentence_start
             and not word.isupper()
-            and (lowered in STOPWORDS or lowered in _SENTENCE_STARTERS)
+            and (lowered in STOPWORDS or lowered in SENTENCE_STARTERS)
         ):
             continue
         if spans and not text[spans[-1][1] : match.start()].strip(" \t"):
@@ -740,9 +677,7 @@ class GAAPPerturber:
     def _evolve(self, prompt: str, plan: _Plan, found: Substitutions, m: int) -> GAAPRun:
         rng = self.rng(prompt)
         original = plan.original
-        deletable = (
-            (lambda word: word.lower() in FILLER_WORDS) if self.edits == "preserving" else None
-        )
+        deletable = _is_filler if self.edits == "preserving" else None
         subs = substitution_sets(
             original, plan.keys, found.options, self.max_substitutes, deletable
         )
