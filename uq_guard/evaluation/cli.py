@@ -401,11 +401,6 @@ def _calibration_records(paths: Sequence[str] | str) -> tuple[list[Any], list[in
     return pooled, sizes
 
 
-#: What a run.json written before these settings were recorded meant by their absence
-#: (as the runner reads it on resume): no system message, the published GAAP.
-_RUN_SETTINGS_BEFORE_RECORDED = {"system": None, "gaap_edits": "paper", "gaap_frames": False}
-
-
 def _fitted_with(paths: Sequence[str] | str) -> dict[str, Any] | None:
     """The guard settings the records were made under, from the run.json beside each file.
 
@@ -419,7 +414,7 @@ def _fitted_with(paths: Sequence[str] | str) -> dict[str, Any] | None:
             one of these settings (the file would describe neither).
     """
     from uq_guard.calibration import FITTED_WITH_KEYS
-    from uq_guard.evaluation.runner import SETTINGS_FILE
+    from uq_guard.evaluation.runner import SETTINGS_FILE, run_settings
 
     found: list[tuple[str, dict[str, Any]]] = []
     missing: list[str] = []
@@ -433,7 +428,7 @@ def _fitted_with(paths: Sequence[str] | str) -> dict[str, Any] | None:
         if not isinstance(settings, dict):
             missing.append(str(settings_path))
             continue
-        found.append((str(path), {**_RUN_SETTINGS_BEFORE_RECORDED, **settings}))
+        found.append((str(path), run_settings(settings)))
     if missing:
         print(
             f"warning: no readable {' or '.join(missing)}: the calibration will not record the "

@@ -74,6 +74,7 @@ __all__ = [
     "make_backend",
     "rescore",
     "run_eval",
+    "run_settings",
     "run_temperatures",
     "temperature_folder",
 ]
@@ -326,16 +327,25 @@ def _settings(
     return {"model": model, "system": system, "reply_max_tokens": reply_max_tokens, **settings}
 
 
+def run_settings(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run's ``run.json`` settings, with what an older file meant by a missing key.
+
+    Runs made before these settings were recorded sent no system message,
+    capped the reply and the samples alike, and perturbed with the published
+    GAAP (any sense, no neutral frames).
+    """
+    return {
+        "system": None,
+        "reply_max_tokens": saved.get("max_tokens"),
+        "gaap_edits": "paper",
+        "gaap_frames": False,
+        **saved,
+    }
+
+
 def _check_resume(path: Path, settings: dict[str, Any]) -> None:
     if path.exists():
-        before = json.loads(path.read_text(encoding="utf-8"))
-        # runs made before these settings existed sent no system message, and capped the
-        # reply and the samples alike
-        before.setdefault("system", None)
-        before.setdefault("reply_max_tokens", before.get("max_tokens"))
-        # and perturbed with the published GAAP (any sense, no neutral frames)
-        before.setdefault("gaap_edits", "paper")
-        before.setdefault("gaap_frames", False)
+        before = run_settings(json.loads(path.read_text(encoding="utf-8")))
         if settings.get("reply_max_tokens") is None:  # not stated: the backend's own, unknown
             settings["reply_max_tokens"] = before["reply_max_tokens"]
         changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k, v) != v}
