@@ -5,6 +5,9 @@
 >>> client = wrap_openai(OpenAI(), policy="annotate")
 >>> resp = client.chat.completions.create(model="gpt-4o-mini", messages=[...])
 >>> resp.uncertainty.confidence          # also resp.model_extra["uncertainty"]
+>>> for chunk in client.chat.completions.create(..., stream=True):
+...     print(chunk.choices[0].delta.content if chunk.choices else "", end="")
+>>> chunk.uncertainty                     # the report rides on the finishing chunk
 
 Needs the ``openai`` extra: ``pip install 'uq-guard[openai]'``.
 """
@@ -20,18 +23,26 @@ from uq_guard_openai.client import wrap_openai
 from uq_guard_openai.completion import (
     REPORT_FIELD,
     SETTINGS_KEY,
+    build_guard,
+    complete,
     completion_from_result,
     guarded_completion,
 )
+from uq_guard_openai.stream import AsyncGuardedStream, GuardedStream, completion_chunks
 
 __all__ = [
     "REPORT_FIELD",
     "SETTINGS_KEY",
+    "AsyncGuardedStream",
     "Endpoint",
+    "GuardedStream",
     "MalformedResponseError",
     "OpenAIBackend",
     "ServerCapabilities",
     "UncertaintyAbstention",
+    "build_guard",
+    "complete",
+    "completion_chunks",
     "completion_from_result",
     "guarded_completion",
     "wrap_openai",

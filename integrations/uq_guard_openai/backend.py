@@ -21,10 +21,12 @@ retries are spent its error is final.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from uq_guard.backend import Generation, GenerationRequest, Usage
+from uq_guard_openai._concurrency import ConcurrencyLimit
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +154,8 @@ class OpenAIBackend:
         call_kwargs: the user's ``create`` arguments (``messages`` is replaced per request).
         max_concurrency: HTTP calls in flight at once, all requests together.
         timeout_s: limit of each sample call (also sent to the SDK).
+        slots: a cap shared with other backends (a wrapper's, across its
+            calls); replaces ``max_concurrency`` when given.
     """
 
     def __init__(
@@ -160,11 +165,14 @@ class OpenAIBackend:
         *,
         max_concurrency: int,
         timeout_s: float | None,
+        slots: ConcurrencyLimit | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.call_kwargs = {**call_kwargs, **endpoint.overrides}
         self.timeout_s = timeout_s
-        self._slots = asyncio.Semaphore(max(1, max_concurrency))
+        self._slots: ConcurrencyLimit | asyncio.Semaphore = (
+            slots if slots is not None else asyncio.Semaphore(max(1, max_concurrency))
+        )
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         """Answer every request concurrently; a failure stays in its ``Generation.error``."""
@@ -296,6 +304,80 @@ class OpenAIBackend:
                 result.error = result.error or exc
             else:
                 result.raw.append(choice)
+
+
+@dataclass(frozen=True)
+class BoundCall:
+    """The one ``create`` call a long-lived Guard is answering right now.
+
+    Attributes:
+        call_kwargs: the user's ``create`` arguments, ``uq_guard`` settings removed.
+        endpoint: where the reply and the samples go.
+        fallback: where ``policy="fallback"`` sends the question.
+    """
+
+    call_kwargs: dict[str, Any]
+    endpoint: Endpoint
+    fallback: Endpoint | None = None
+
+
+# Task-local: concurrent calls through one Guard each see their own call.
+_BOUND_CALL: ContextVar[BoundCall | None] = ContextVar("uq_guard_openai_call", default=None)
+
+
+@contextlib.contextmanager
+def bind_call(call: BoundCall) -> Iterator[None]:
+    """Make ``call`` the one every :class:`CallScopedBackend` answers in this context."""
+    token = _BOUND_CALL.set(call)
+    try:
+        yield
+    finally:
+        _BOUND_CALL.reset(token)
+
+
+class CallScopedBackend:
+    """The Backend of a Guard that outlives calls: it answers the call bound in the context.
+
+    A wrapper builds its Guard once (perturber, calibration, caps), but each
+    ``create`` brings its own model, messages and settings, and may come
+    through another copy of the client (``with_options``). Each
+    ``generate`` therefore sends the requests through an :class:`OpenAIBackend`
+    over the :class:`BoundCall` of the current context (see :func:`bind_call`),
+    under ``slots``, the cap shared by every call.
+
+    Args:
+        slots: HTTP calls in flight at once, over every call of this Guard.
+        timeout_s: limit of each sample call.
+        fallback: answer with the bound call's fallback endpoint instead.
+    """
+
+    def __init__(
+        self, *, slots: ConcurrencyLimit, timeout_s: float | None, fallback: bool = False
+    ) -> None:
+        self.slots = slots
+        self.timeout_s = timeout_s
+        self.fallback = fallback
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """Answer ``requests`` for the bound call.
+
+        Raises:
+            RuntimeError: no call is bound, or it has no fallback endpoint (a bug, not a fault).
+        """
+        call = _BOUND_CALL.get()
+        if call is None:
+            raise RuntimeError("CallScopedBackend.generate ran outside bind_call()")
+        endpoint = call.fallback if self.fallback else call.endpoint
+        if endpoint is None:
+            raise RuntimeError("the bound call has no fallback endpoint")
+        backend = OpenAIBackend(
+            endpoint,
+            call.call_kwargs,
+            max_concurrency=self.slots.limit,
+            timeout_s=self.timeout_s,
+            slots=self.slots,
+        )
+        return await backend.generate(requests)
 
 
 def backend_for_url(

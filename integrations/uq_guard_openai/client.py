@@ -3,9 +3,18 @@
 The wrapped client is a copy of the user's, of a subclass of its own class
 (``isinstance(wrapped, OpenAI)`` holds, ``with_options`` keeps the guard).
 Only ``chat.completions.create`` changes; everything else is the SDK's own.
-What the guard cannot assess passes through untouched: ``stream=True``,
-``n > 1``, ``with_raw_response`` / ``with_streaming_response`` calls, and
-calls with ``extra_body={"uq_guard": {"enabled": False}}``.
+``stream=True`` is guarded too: the guarded call runs first, then its chosen
+text streams (see :mod:`uq_guard_openai.stream`). What the guard cannot
+assess passes through untouched: ``n > 1``, ``with_raw_response`` /
+``with_streaming_response`` calls, and calls with
+``extra_body={"uq_guard": {"enabled": False}}``.
+
+A wrapper builds its :class:`~uq_guard.Guard` once and reuses it: the
+calibration is read once, and ``max_concurrency`` caps the HTTP calls in
+flight over every call through the wrapper (and its ``with_options``
+copies), from any thread or event loop. A call whose ``extra_body`` settings
+change the effective config gets a Guard of its own, kept in a small LRU
+(the last 8 configs); calls with the same ``max_concurrency`` share one cap.
 """
 
 from __future__ import annotations
@@ -14,35 +23,90 @@ import asyncio
 import dataclasses
 import functools
 import logging
-from collections.abc import Coroutine
+import threading
+from collections import OrderedDict
+from collections.abc import Coroutine, Hashable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import openai
 from openai._constants import RAW_RESPONSE_HEADER
+from openai._types import NotGiven, Omit
 from openai.resources.chat import AsyncChat, AsyncCompletions, Chat, Completions
+from openai.types.chat import ChatCompletion
 
-from uq_guard import GuardConfig
+from uq_guard import Guard, GuardConfig
 from uq_guard._exceptions import ConfigurationError
 from uq_guard._sync import run_sync
 from uq_guard.embeddings import Embedder
 from uq_guard.perturb import Perturber
+from uq_guard_openai._concurrency import ConcurrencyLimit
 from uq_guard_openai.backend import CreateFn, Endpoint, ServerCapabilities
-from uq_guard_openai.completion import guarded_completion, split_call_settings
+from uq_guard_openai.completion import build_guard, complete, split_call_settings
+from uq_guard_openai.stream import (
+    AsyncGuardedStream,
+    GuardedStream,
+    completion_chunks,
+    stand_in_response,
+)
 
 logger = logging.getLogger(__name__)
 
 Client = TypeVar("Client", openai.OpenAI, openai.AsyncOpenAI)
 
 
-@dataclass
+_GUARDS_KEPT = 8
+"""Guards a wrapper keeps, one per effective config (per-call settings make more)."""
+
+
+@dataclass(eq=False)
 class _GuardSettings:
+    """What one wrapper (and its ``with_options`` copies) shares: settings, Guards, caps."""
+
     config: GuardConfig
     fallback: str | openai.OpenAI | openai.AsyncOpenAI | None
     embedder: Embedder | None
     perturber: Perturber | None
     capabilities: ServerCapabilities
+    guards: OrderedDict[Hashable, Guard] = field(default_factory=OrderedDict)
+    slots: dict[tuple[str, int], ConcurrencyLimit] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def guard_for(self, config: GuardConfig) -> Guard:
+        """The wrapper's Guard for ``config``: built on first use, then reused.
+
+        Raises:
+            ConfigurationError: ``config`` cannot make a Guard (then none is kept).
+        """
+        key = _config_key(config)
+        with self.lock:
+            guard = self.guards.get(key)
+            if guard is not None:
+                self.guards.move_to_end(key)
+                return guard
+            size = config.max_concurrency
+            guard = build_guard(
+                config,
+                with_fallback=self.fallback is not None,
+                embedder=self.embedder,
+                perturber=self.perturber,
+                slots=self.slots.setdefault(("model", size), ConcurrencyLimit(size)),
+                fallback_slots=self.slots.setdefault(("fallback", size), ConcurrencyLimit(size)),
+            )
+            self.guards[key] = guard
+            while len(self.guards) > _GUARDS_KEPT:
+                self.guards.popitem(last=False)
+            return guard
+
+
+def _config_key(config: GuardConfig) -> Hashable:
+    """A dict key for ``config``: itself (frozen), or its repr when a field is a dict."""
+    try:
+        hash(config)
+    except TypeError:
+        return repr(config)
+    return config
 
 
 def wrap_openai(
@@ -67,9 +131,12 @@ def wrap_openai(
 
     Returns:
         A client of the same type whose ``chat.completions.create`` returns a
-        ``ChatCompletion`` with ``resp.uncertainty`` (the report). Per call,
-        ``extra_body={"uq_guard": {...}}`` overrides settings
-        (``{"enabled": False}`` skips the guard).
+        ``ChatCompletion`` with ``resp.uncertainty`` (the report), or with
+        ``stream=True`` a stream of ``ChatCompletionChunk`` whose finishing
+        chunk carries ``chunk.uncertainty`` (see :mod:`uq_guard_openai.stream`).
+        Per call, ``extra_body={"uq_guard": {...}}`` overrides settings
+        (``{"enabled": False}`` skips the guard). The wrapper builds its
+        Guard once, on its first guarded call, and reuses it.
 
     Raises:
         ConfigurationError: bad settings, a fallback of the wrong kind, or
@@ -144,8 +211,18 @@ def _guarded_class(base: type) -> type:
     return cls
 
 
-def _plan(client: Any, kwargs: dict[str, Any]) -> tuple[GuardConfig, dict[str, Any]] | None:
-    """``(config, call kwargs)`` for a call to guard, or None to pass it through.
+@dataclass
+class _Plan:
+    """How to answer a guarded call."""
+
+    config: GuardConfig
+    call_kwargs: dict[str, Any]  # for the guarded (non-streamed) calls
+    stream: bool = False
+    include_usage: bool = False
+
+
+def _plan(client: Any, kwargs: dict[str, Any]) -> _Plan | None:
+    """How to guard a call, or None to pass it through.
 
     Either way the ``uq_guard`` settings are taken out of ``kwargs["extra_body"]``.
     """
@@ -157,13 +234,21 @@ def _plan(client: Any, kwargs: dict[str, Any]) -> tuple[GuardConfig, dict[str, A
     headers = kwargs.get("extra_headers") or {}
     if (
         not enabled
-        or kwargs.get("stream") is True
         or (isinstance(kwargs.get("n"), int) and kwargs["n"] > 1)
         or RAW_RESPONSE_HEADER in headers
     ):
         return None
     settings: _GuardSettings = client._uq_guard
-    return GuardConfig.build(settings.config, **overrides), kwargs
+    config = GuardConfig.build(settings.config, **overrides)
+    # The SDK's helpers (``chat.completions.stream``) pass every unset argument as omit.
+    call_kwargs = {k: v for k, v in kwargs.items() if not isinstance(v, (Omit, NotGiven))}
+    if call_kwargs.get("stream") is not True:
+        return _Plan(config, call_kwargs)
+    # The guarded calls are never streamed: the stream replays their decided result.
+    del call_kwargs["stream"]
+    options = call_kwargs.pop("stream_options", None) or {}
+    include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
+    return _Plan(config, call_kwargs, stream=True, include_usage=include_usage)
 
 
 def _endpoint_for(client: Any, capabilities: ServerCapabilities) -> Endpoint:
@@ -218,21 +303,16 @@ def _endpoints(client: Any) -> tuple[_GuardSettings, Endpoint, Endpoint | None]:
     return settings, endpoint, fallback
 
 
-def _guarded_call(client: Any, kwargs: dict[str, Any]) -> Coroutine[Any, Any, Any] | None:
-    """The guarded call for ``create(**kwargs)``, or None to pass it through."""
+def _guarded_call(
+    client: Any, kwargs: dict[str, Any]
+) -> tuple[_Plan, Coroutine[Any, Any, ChatCompletion]] | None:
+    """The plan and the guarded call for ``create(**kwargs)``, or None to pass it through."""
     plan = _plan(client, kwargs)
     if plan is None:
         return None
-    config, call_kwargs = plan
     settings, endpoint, fallback = _endpoints(client)
-    return guarded_completion(
-        call_kwargs,
-        endpoint,
-        config,
-        fallback=fallback,
-        embedder=settings.embedder,
-        perturber=settings.perturber,
-    )
+    guard = settings.guard_for(plan.config)
+    return plan, complete(guard, plan.call_kwargs, endpoint, fallback=fallback)
 
 
 class _GuardedCompletions(Completions):
@@ -240,7 +320,14 @@ class _GuardedCompletions(Completions):
         guarded = None if args else _guarded_call(self._client, kwargs)
         if guarded is None:
             return super().create(*args, **kwargs)
-        return run_sync(guarded)
+        plan, call = guarded
+        completion = run_sync(call)
+        if not plan.stream:
+            return completion
+        return GuardedStream(
+            completion_chunks(completion, include_usage=plan.include_usage),
+            response=stand_in_response(self._client, completion),
+        )
 
 
 class _GuardedAsyncCompletions(AsyncCompletions):
@@ -248,7 +335,14 @@ class _GuardedAsyncCompletions(AsyncCompletions):
         guarded = None if args else _guarded_call(self._client, kwargs)
         if guarded is None:
             return await super().create(*args, **kwargs)
-        return await guarded
+        plan, call = guarded
+        completion = await call
+        if not plan.stream:
+            return completion
+        return AsyncGuardedStream(
+            completion_chunks(completion, include_usage=plan.include_usage),
+            response=stand_in_response(self._client, completion),
+        )
 
 
 class _GuardedChat(Chat):

@@ -1,12 +1,14 @@
 """One guarded chat completion, shared by ``wrap_openai`` and the ``uq_guard_server`` proxy.
 
-:func:`guarded_completion` runs the engine over an :class:`Endpoint` and
-returns a real ``ChatCompletion`` with one choice (what the policy chose),
-``usage`` summed over every call the guard made, and the report as
-``completion.uncertainty`` (an :class:`~uq_guard.UncertaintyReport`, also in
-``completion.model_extra``). :func:`completion_from_result` builds the same
-shape from a :class:`~uq_guard.GuardResult` of any other backend (the proxy's
-local model).
+:func:`complete` runs a Guard from :func:`build_guard` over an
+:class:`Endpoint` and returns a real ``ChatCompletion`` with one choice (what
+the policy chose), ``usage`` summed over every call the guard made, and the
+report as ``completion.uncertainty`` (an :class:`~uq_guard.UncertaintyReport`,
+also in ``completion.model_extra``). The Guard is built once per settings and
+serves many calls (``wrap_openai`` keeps one per wrapper);
+:func:`guarded_completion` builds one for a single call.
+:func:`completion_from_result` builds the same shape from a
+:class:`~uq_guard.GuardResult` of any other backend (the proxy's local model).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from uq_guard._exceptions import ConfigurationError, GenerationError
 from uq_guard.embeddings import Embedder
 from uq_guard.perturb import Perturber
 from uq_guard.report import UncertaintyReport
-from uq_guard_openai.backend import Endpoint, OpenAIBackend
+from uq_guard_openai._concurrency import ConcurrencyLimit
+from uq_guard_openai.backend import BoundCall, CallScopedBackend, Endpoint, bind_call
 
 REPORT_FIELD = "uncertainty"
 """The name of the report on a ``ChatCompletion`` (``resp.uncertainty``)."""
@@ -70,6 +73,90 @@ def plain_messages(messages: Any) -> list[dict[str, Any]]:
     return [m.model_dump(exclude_none=True) if hasattr(m, "model_dump") else m for m in messages]
 
 
+def build_guard(
+    config: GuardConfig,
+    *,
+    with_fallback: bool = False,
+    embedder: Embedder | None = None,
+    perturber: Perturber | None = None,
+    slots: ConcurrencyLimit | None = None,
+    fallback_slots: ConcurrencyLimit | None = None,
+) -> Guard:
+    """A Guard over OpenAI-compatible endpoints that serves many calls, one :func:`complete` each.
+
+    Its backends answer whichever call :func:`complete` binds, so one Guard
+    (its perturber, its calibration read once, its caps) serves every call
+    made with ``config``.
+
+    Args:
+        config: the guard's settings.
+        with_fallback: give it a fallback backend (each call then brings a fallback endpoint).
+        embedder / perturber: custom engine parts.
+        slots / fallback_slots: caps on HTTP calls in flight, shared by every
+            call of this Guard; by default new ones of ``config.max_concurrency``.
+
+    Raises:
+        ConfigurationError: bad settings, or ``policy="fallback"`` without ``with_fallback``.
+    """
+
+    def backend(cap: ConcurrencyLimit | None, fallback: bool) -> CallScopedBackend:
+        return CallScopedBackend(
+            slots=cap or ConcurrencyLimit(config.max_concurrency),
+            timeout_s=config.timeout_s,
+            fallback=fallback,
+        )
+
+    return Guard(
+        backend(slots, False),
+        config,
+        embedder=embedder,
+        perturber=perturber,
+        fallback=backend(fallback_slots, True) if with_fallback else None,
+    )
+
+
+async def complete(
+    guard: Guard,
+    call_kwargs: dict[str, Any],
+    endpoint: Endpoint,
+    *,
+    fallback: Endpoint | None = None,
+) -> ChatCompletion:
+    """Answer one ``chat.completions.create`` call with a Guard from :func:`build_guard`.
+
+    Args:
+        guard: built by :func:`build_guard` (with a fallback when ``fallback`` is given).
+        call_kwargs: the user's ``create`` arguments, ``uq_guard`` settings removed,
+            no ``stream``.
+        endpoint: where the reply and the samples go.
+        fallback: where ``policy="fallback"`` sends the question.
+
+    Raises:
+        openai.OpenAIError: the reply itself failed; the SDK's own exception,
+            exactly as an unguarded call would have raised it.
+        GenerationError: the reply failed for another reason (a malformed response).
+        UncertaintyAbstention: ``policy="raise"`` acted; ``.reply`` is the
+            annotated ``ChatCompletion`` it withheld.
+        DegradedResultError: ``strict=True`` and the estimate was degraded.
+    """
+    kwargs = {**call_kwargs, "messages": plain_messages(call_kwargs.get("messages"))}
+    model = str(kwargs.get("model", ""))
+    try:
+        with bind_call(BoundCall(kwargs, endpoint, fallback)):
+            result = await guard.arun(kwargs["messages"])
+    except GenerationError as exc:
+        if isinstance(exc.cause, openai.OpenAIError):
+            raise exc.cause from None
+        raise
+    except UncertaintyAbstention as exc:
+        native = exc.reply if isinstance(exc.reply, ChatCompletion) else None
+        withheld = attach_report(
+            native or new_completion(str(exc.reply or ""), model), exc.report, None
+        )
+        raise UncertaintyAbstention(exc.report, reply=withheld) from None
+    return completion_from_result(result, model)
+
+
 async def guarded_completion(
     call_kwargs: dict[str, Any],
     endpoint: Endpoint,
@@ -79,7 +166,12 @@ async def guarded_completion(
     embedder: Embedder | None = None,
     perturber: Perturber | None = None,
 ) -> ChatCompletion:
-    """Answer one ``chat.completions.create`` call under the guard.
+    """Answer one ``chat.completions.create`` call under a Guard built for it alone.
+
+    A caller that makes many calls with the same settings should build the
+    Guard once (:func:`build_guard`) and call :func:`complete`, as
+    ``wrap_openai`` does: the calibration is then read once and the cap on
+    calls in flight holds across calls.
 
     Args:
         call_kwargs: the user's ``create`` arguments, ``uq_guard`` settings already removed.
@@ -96,34 +188,10 @@ async def guarded_completion(
             annotated ``ChatCompletion`` it withheld.
         DegradedResultError: ``strict=True`` and the estimate was degraded.
     """
-    kwargs = {**call_kwargs, "messages": plain_messages(call_kwargs.get("messages"))}
-
-    def backend(target: Endpoint) -> OpenAIBackend:
-        return OpenAIBackend(
-            target, kwargs, max_concurrency=config.max_concurrency, timeout_s=config.timeout_s
-        )
-
-    guard = Guard(
-        backend(endpoint),
-        config,
-        embedder=embedder,
-        perturber=perturber,
-        fallback=None if fallback is None else backend(fallback),
+    guard = build_guard(
+        config, with_fallback=fallback is not None, embedder=embedder, perturber=perturber
     )
-    try:
-        result = await guard.arun(kwargs["messages"])
-    except GenerationError as exc:
-        if isinstance(exc.cause, openai.OpenAIError):
-            raise exc.cause from None
-        raise
-    except UncertaintyAbstention as exc:
-        native = exc.reply if isinstance(exc.reply, ChatCompletion) else None
-        model = str(kwargs.get("model", ""))
-        withheld = attach_report(
-            native or new_completion(str(exc.reply or ""), model), exc.report, None
-        )
-        raise UncertaintyAbstention(exc.report, reply=withheld) from None
-    return completion_from_result(result, str(kwargs.get("model", "")))
+    return await complete(guard, call_kwargs, endpoint, fallback=fallback)
 
 
 def completion_from_result(result: GuardResult, model: str) -> ChatCompletion:
