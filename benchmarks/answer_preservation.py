@@ -3,11 +3,11 @@
 Compares, on the same questions and with the same replies, the default GAAP
 (answer-preserving word edits and meaning-neutral frames) with the published
 GAAP (``gaap_edits="paper", gaap_frames=False``) and, optionally, GAAP without
-its frames (``--also-words``). Each variant is one eval run; every run after
-the first reuses the first run's greedy replies and the samples of the
-unperturbed question (they do not depend on the perturbation), so the
-sample-only baselines are the same in every column and only the perturbed
-samples are drawn anew.
+its frames, or the default with more perturbations (``--variants paper words m6
+m8``). Each variant is one eval run; every run after the first reuses the
+first run's greedy replies and the samples of the unperturbed question (they
+do not depend on the perturbation), so the sample-only baselines are the same
+in every column and only the perturbed samples are drawn anew.
 
 For every run the table gives the AUROC (95 % bootstrap interval) of
 Inv-Entropy, the guard's label-free confidence, the reply-agreement baseline
@@ -44,6 +44,8 @@ from perturbation import DATA, asks_the_same  # noqa: E402
 VARIANTS = {
     "paper": {"gaap_edits": "paper", "gaap_frames": False},
     "words": {"gaap_frames": False},
+    "m6": {"n_perturbations": 6},
+    "m8": {"n_perturbations": 8},
 }
 SHOWN = ("inv_entropy", GUARD_CONFIDENCE, "reply_agreement", "degree")
 
@@ -76,7 +78,14 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=400)
     parser.add_argument("--default-run", type=Path, required=True)
     parser.add_argument("--out-root", type=Path, help="default: beside --default-run")
-    parser.add_argument("--also-words", action="store_true", help="also GAAP without frames")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=sorted(VARIANTS),
+        default=["paper"],
+        help="runs beside the default: paper = the published GAAP, words = GAAP without "
+        "frames, m6 / m8 = the default GAAP with 6 or 8 perturbations",
+    )
     parser.add_argument("--bootstrap", type=int, default=1000)
     args = parser.parse_args()
 
@@ -96,7 +105,7 @@ def main() -> int:
     backend = make_backend("local", seed=settings["seed"])
     runs = {"default": [done[item.id] for item in items]}
     out_root = args.out_root or args.default_run.parent / f"{args.default_run.name}-perturbers"
-    for name in ["paper", *(["words"] if args.also_words else [])]:
+    for name in args.variants:
         run = run_eval(
             items,
             backend,

@@ -11,14 +11,17 @@ for each set:
 * the fused P(correct)'s AUROC, held out, with a 95 % bootstrap interval,
   against the best single score's on the same questions;
 * its ECE and smooth ECE;
-* the share of wrong and of right replies it abstains on at the threshold.
+* the share of wrong and of right replies it abstains on at 0.5 and at the
+  shipped threshold, the pooled base rate (the share of right answers: below
+  it the scores make a wrong answer more likely than before looking; see
+  ``Calibrator.base_rate``).
 
 The shipped file is made from the same records with the same fit:
 ``uq-guard calibrate --fuse --records A --records B --out FILE`` (the command
 also stores the runs' settings as ``fitted_with``).
 
     .venv/bin/python benchmarks/fused_default.py benchmarks/results/default/countries \\
-        benchmarks/results/default/nq --threshold 0.5 --out benchmarks/results/default/fused.md
+        benchmarks/results/default/nq --out benchmarks/results/default/fused.md
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ def interval(confidence: np.ndarray, correct: np.ndarray, n_resamples: int) -> s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="eval run folders")
-    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument(
+        "--threshold", type=float, help="the shipped threshold (default: the pooled base rate)"
+    )
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--no-rescore", action="store_true", help="use the records as they are")
     parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
@@ -60,13 +65,17 @@ def main() -> int:
         by_set[run.name] = records
     pooled = [r for records in by_set.values() for r in records]
     fused = evaluate_fused(pooled, n_resamples=0)
+    base_rate = float(np.mean(fused.correct))
+    shipped = args.threshold if args.threshold is not None else base_rate
     lines = [
         f"Fused P(correct), cross-fitted (5 folds) over {len(pooled)} questions of "
         f"{', '.join(by_set)}; features: {', '.join(fused.features)}.",
         "",
+        f"Shipped threshold {shipped:.3f} (pooled base rate {base_rate:.3f}).",
+        "",
         "| set | right / wrong | fused AUROC | best single score (AUROC) | ECE | smooth ECE | "
-        f"abstains at {args.threshold:g}: wrong / right |",
-        "|---|---|---|---|---|---|---|",
+        f"abstains at {shipped:.3f}: wrong / right | abstains at 0.5: wrong / right |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     start = 0
     warnings = []
@@ -83,14 +92,17 @@ def main() -> int:
                 singles[feature] = (auroc(confidence, labels), confidence, labels)
         best = max(singles, key=lambda k: singles[k][0])
         _, best_confidence, best_labels = singles[best]
-        wrong_abstained = float(np.mean(probability[~correct] < args.threshold))
-        right_abstained = float(np.mean(probability[correct] < args.threshold))
+        abstained = [
+            (np.mean(probability[~correct] < t), np.mean(probability[correct] < t))
+            for t in (shipped, 0.5)
+        ]
         lines.append(
             f"| {name} | {int(correct.sum())} / {int((~correct).sum())} | "
             f"{interval(probability, correct, args.bootstrap)} | {best} "
             f"{interval(best_confidence, best_labels, args.bootstrap)} | "
             f"{ece(probability, correct):.3f} | {smooth_ece(probability, correct):.3f} | "
-            f"{wrong_abstained:.1%} / {right_abstained:.1%} |"
+            + " | ".join(f"{wrong:.1%} / {right:.1%}" for wrong, right in abstained)
+            + " |"
         )
         warning = class_balance_warning(int(correct.sum()), len(correct))
         if warning:

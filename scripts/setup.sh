@@ -21,3 +21,19 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   touch "$stamp"
 fi
 .venv/bin/uq-guard setup
+# Headless Chromium and its WebDriver, from Debian's packages, for the browser
+# test of the evaluation report (tests/integration/test_report_browser.py,
+# which fails, naming this step, when they are missing).
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  as_root=""
+  [ "$(id -u)" -eq 0 ] || as_root="sudo -n"
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup: no apt-get on this machine: install Chromium and chromedriver yourself" \
+      "(as chromium and chromedriver on PATH) for the report's browser test" >&2
+  elif ! $as_root env DEBIAN_FRONTEND=noninteractive sh -c \
+    "apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null"; then
+    echo "setup: could not install chromium and chromium-driver with apt-get (this needs" \
+      "root or password-less sudo): run 'apt-get install -y chromium chromium-driver' as" \
+      "root for the report's browser test" >&2
+  fi
+fi

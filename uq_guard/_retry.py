@@ -24,6 +24,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from uq_guard._limits import ConcurrencyLimit, model_limit
 from uq_guard.backend import Backend, Generation, GenerationRequest
 
 logger = logging.getLogger(__name__)
@@ -210,7 +211,16 @@ async def _generate_round(
 
 
 class RetryingBackend:
-    """A :class:`Backend` that retries the retryable failures of another one."""
+    """A :class:`Backend` that retries the retryable failures of another one.
+
+    Args:
+        backend: the backend to call.
+        max_retries / first_wait_s / timeout_s: see :func:`generate_with_retries`.
+        limit: the guard's process-wide cap on model requests in flight; it is
+            the ambient limit (:func:`uq_guard._limits.model_limit`) while
+            ``backend`` runs, so a backend that sends one request per answer
+            (:func:`uq_guard.backend.fan_out`) holds one of its slots per request.
+    """
 
     def __init__(
         self,
@@ -219,17 +229,20 @@ class RetryingBackend:
         max_retries: int,
         first_wait_s: float,
         timeout_s: float | None,
+        limit: ConcurrencyLimit | None = None,
     ) -> None:
         self.backend = backend
         self.max_retries = max_retries
         self.first_wait_s = first_wait_s
         self.timeout_s = timeout_s
+        self.limit = limit
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        return await generate_with_retries(
-            self.backend,
-            requests,
-            max_retries=self.max_retries,
-            first_wait_s=self.first_wait_s,
-            timeout_s=self.timeout_s,
-        )
+        with model_limit(self.limit):
+            return await generate_with_retries(
+                self.backend,
+                requests,
+                max_retries=self.max_retries,
+                first_wait_s=self.first_wait_s,
+                timeout_s=self.timeout_s,
+            )

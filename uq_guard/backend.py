@@ -14,10 +14,13 @@ adapters convert to and from their native types.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+from uq_guard._limits import current_model_limit
 
 Message = dict[str, Any]
 
@@ -116,12 +119,18 @@ async def fan_out(
     """Answer requests one by one, concurrently, for backends that cannot batch.
 
     Each request gets its own timeout; an exception becomes that request's
-    ``Generation.error`` so the others still come back.
+    ``Generation.error`` so the others still come back. At most
+    ``max_concurrency`` requests of this batch are in flight, and, inside a
+    guarded call, each also holds a slot of its guard's process-wide model
+    limit (:func:`uq_guard._limits.current_model_limit`), so concurrent calls
+    of one wrapper share one cap. Waiting for a slot does not count against
+    the timeout.
     """
     semaphore = asyncio.Semaphore(max(1, max_concurrency))
+    shared = current_model_limit()
 
     async def guarded(request: GenerationRequest) -> Generation:
-        async with semaphore:
+        async with semaphore, shared or contextlib.nullcontext():
             try:
                 return await asyncio.wait_for(answer_one(request), timeout_s)
             except asyncio.TimeoutError:

@@ -692,6 +692,23 @@ class Calibrator(BaseModel):
             "its P(correct) may be off"
         )
 
+    @property
+    def base_rate(self) -> float | None:
+        """The share of right answers in the data it was fitted on; None when unknown.
+
+        On the calibrated scale this is the *neutral* threshold: a P(correct)
+        below it means the scores made a wrong answer more likely than it was
+        before looking at them (a likelihood ratio below 1). Abstaining under
+        it weighs a wrongly kept wrong answer and a wrongly withheld right one
+        equally, whatever the model's accuracy, where 0.5 ("more likely wrong
+        than right") withholds most right answers of a model that is usually
+        wrong. :func:`uq_guard_hf.shipped_guard_defaults` uses it as the
+        default threshold.
+        """
+        if self.n_fitted == 0:
+            return None
+        return self.n_correct / self.n_fitted
+
     def with_risk_control(self, control: RiskControl) -> Calibrator:
         """A copy carrying ``control`` (computed on this calibrator's output)."""
         return self.model_copy(update={"risk_control": control})

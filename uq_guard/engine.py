@@ -37,6 +37,7 @@ from uq_guard._exceptions import (
     GenerationError,
     UncertaintyAbstention,
 )
+from uq_guard._limits import ConcurrencyLimit
 from uq_guard._messages import normalize_messages, user_prompt, with_user_prompt
 from uq_guard._retry import RetryingBackend
 from uq_guard._sync import run_sync
@@ -64,6 +65,15 @@ from uq_guard.policies import best_supported, planned_decision
 from uq_guard.report import Cost, Decision, UncertaintyReport
 from uq_guard.scoring.suite import SampleScores, score_samples
 from uq_guard.scoring.verbalized import VERBALIZED_SCORE, read_verbalized, verbalized_request
+from uq_guard.tracing import (
+    CALL_SPAN,
+    DECIDE_SPAN,
+    PERTURB_SPAN,
+    SCORE_SPAN,
+    GuardTracing,
+    record_perturbation,
+    record_report,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +155,13 @@ class Guard:
             embedder of ``config.embedding_model``.
         perturber: defaults to what ``config.perturbation`` names.
         fallback: the backend asked when ``policy="fallback"`` acts.
+        model_limit: the cap on model requests in flight, shared by every call
+            of this guard (and its fallback); defaults to one of
+            ``config.max_concurrency`` slots. Build a guard once per wrapper
+            and reuse it, so the cap holds across calls (and the calibration
+            file is read once); pass one limit to several guards to share it.
+        tracer_provider: the OpenTelemetry ``TracerProvider`` that gets this
+            guard's spans (see :mod:`uq_guard.tracing`); None: the global one.
 
     Raises:
         ConfigurationError: bad settings, or ``policy="fallback"`` without a fallback.
@@ -158,6 +175,8 @@ class Guard:
         embedder: Embedder | None = None,
         perturber: Perturber | None = None,
         fallback: Backend | None = None,
+        model_limit: ConcurrencyLimit | None = None,
+        tracer_provider: Any = None,
         **overrides: Any,
     ) -> None:
         self.config = GuardConfig.build(config, **overrides)
@@ -169,7 +188,9 @@ class Guard:
             raise ConfigurationError("policy='fallback' needs a fallback model")
         self.backend = backend
         self.fallback = fallback
+        self.model_limit = model_limit or ConcurrencyLimit(self.config.max_concurrency)
         self._embedder = embedder
+        self._tracing = GuardTracing(tracer_provider)
         self.perturber = perturber or self._default_perturber(backend)
         self.calibrator = resolve_calibration(self.config.calibration)
         # a calibration fitted under other sampling or scoring settings still applies, and
@@ -192,6 +213,7 @@ class Guard:
             max_retries=cfg.max_retries,
             first_wait_s=cfg.retry_wait_s,
             timeout_s=cfg.timeout_s,
+            limit=self.model_limit,
         )
 
     def _default_perturber(self, backend: Backend) -> Perturber:
@@ -244,13 +266,19 @@ class Guard:
             UncertaintyAbstention: ``policy="raise"`` and confidence is under the threshold.
             DegradedResultError: ``strict=True`` and something degraded the estimate.
         """
+        with self._tracing.span(CALL_SPAN) as call_span:
+            return await self._arun(messages, call_span)
+
+    async def _arun(self, messages: str | Sequence[Message], call_span: Any) -> GuardResult:
         started = time.perf_counter()
         conversation = normalize_messages(messages)
         prompt = user_prompt(conversation)
         cfg = self.config
 
         t = time.perf_counter()
-        perturbation = await self._perturb(prompt)
+        with self._tracing.span(PERTURB_SPAN) as perturb_span:
+            perturbation = await self._perturb(prompt)
+            record_perturbation(perturb_span, perturbation)
         perturb_ms = _ms_since(t)
         assessment = await self._assess(
             self.backend, conversation, prompt, perturbation, calibrate=True
@@ -266,31 +294,35 @@ class Guard:
         degraded = [*_perturbation_shortfall(perturbation), *assessment.degraded_reasons]
         if scored.confidence is None:
             degraded.append("no uncertainty estimate: the reply is returned as it is")
-        decision: Decision = planned_decision(cfg.policy, scored.confidence, cfg.threshold)
+        with self._tracing.span(
+            DECIDE_SPAN, policy=cfg.policy, threshold=cfg.threshold
+        ) as decide_span:
+            decision: Decision = planned_decision(cfg.policy, scored.confidence, cfg.threshold)
 
-        text = reply_text
-        original_reply = None
-        fallback_report = None
-        fallback_reply = None
-        if decision == "abstain":
-            text, original_reply = cfg.abstain_message, reply_text
-        elif decision == "best_of":
-            best = best_supported(
-                [reply_text, *assessment.answers[0]], scored.candidate_support, reply_text
-            )
-            if best is None:
-                decision = "answer"
-            else:
-                text, original_reply = best, reply_text
-        elif decision == "fallback":
-            fallback_result = await self._run_fallback(conversation, prompt, perturbation)
-            if isinstance(fallback_result, str):
-                decision = "answer"
-                degraded.append(fallback_result)
-            else:
-                fallback_reply, fallback_report = fallback_result.reply, fallback_result.report
-                text, original_reply = fallback_result.text, reply_text
-                usage = usage + fallback_result.usage
+            text = reply_text
+            original_reply = None
+            fallback_report = None
+            fallback_reply = None
+            if decision == "abstain":
+                text, original_reply = cfg.abstain_message, reply_text
+            elif decision == "best_of":
+                best = best_supported(
+                    [reply_text, *assessment.answers[0]], scored.candidate_support, reply_text
+                )
+                if best is None:
+                    decision = "answer"
+                else:
+                    text, original_reply = best, reply_text
+            elif decision == "fallback":
+                fallback_result = await self._run_fallback(conversation, prompt, perturbation)
+                if isinstance(fallback_result, str):
+                    decision = "answer"
+                    degraded.append(fallback_result)
+                else:
+                    fallback_reply, fallback_report = fallback_result.reply, fallback_result.report
+                    text, original_reply = fallback_result.text, reply_text
+                    usage = usage + fallback_result.usage
+            decide_span.set_attribute("uq_guard.decision", decision)
 
         report = _report(
             assessment,
@@ -307,6 +339,7 @@ class Guard:
             include_samples=cfg.include_samples,
         )
         report.timings_ms["total"] = _ms_since(started)
+        record_report(call_span, report)
         result = GuardResult(
             text=text,
             report=report,
@@ -353,7 +386,7 @@ class Guard:
         calibrate: bool = False,
     ) -> _Assessment:
         cfg = self.config
-        retrying = self._retrying(backend)
+        retrying = self._tracing.backend(self._retrying(backend))
         prompts = [prompt, *perturbation.prompts]
         first = cfg.adaptive_first_samples if cfg.adaptive else cfg.n_samples
         reply_request = GenerationRequest(messages=conversation, want_logprobs=True)
@@ -448,26 +481,28 @@ class Guard:
         timings: dict[str, float],
     ) -> SampleScores:
         cfg = self.config
-        t = time.perf_counter()
-        try:
-            scored = await asyncio.to_thread(
-                score_samples,
-                embedder=self.embedder,
-                prompts=prompts,
-                answers=answers,
-                reply=reply.texts[0],
-                similarity=cfg.similarity,
-                n_bootstrap=cfg.n_bootstrap,
-                seed=cfg.seed,
-                cluster_threshold=cfg.cluster_threshold,
-                reply_logprobs=reply.token_logprobs[0] if reply.token_logprobs else None,
-                reply_entropies=reply.token_entropies[0] if reply.token_entropies else None,
-            )
-        except Exception as exc:  # never worse than no guard: the reply stands, unscored
-            logger.warning("scoring failed: %s", exc, exc_info=True)
-            scored = SampleScores(
-                degraded_reasons=[f"scoring failed ({type(exc).__name__}): {exc}"]
-            )
+        with self._tracing.span(SCORE_SPAN, n_prompts=len(prompts)) as score_span:
+            t = time.perf_counter()
+            try:
+                scored = await asyncio.to_thread(
+                    score_samples,
+                    embedder=self._tracing.embedder(self.embedder),
+                    prompts=prompts,
+                    answers=answers,
+                    reply=reply.texts[0],
+                    similarity=cfg.similarity,
+                    n_bootstrap=cfg.n_bootstrap,
+                    seed=cfg.seed,
+                    cluster_threshold=cfg.cluster_threshold,
+                    reply_logprobs=reply.token_logprobs[0] if reply.token_logprobs else None,
+                    reply_entropies=reply.token_entropies[0] if reply.token_entropies else None,
+                )
+            except Exception as exc:  # never worse than no guard: the reply stands, unscored
+                logger.warning("scoring failed: %s", exc, exc_info=True)
+                scored = SampleScores(
+                    degraded_reasons=[f"scoring failed ({type(exc).__name__}): {exc}"]
+                )
+            score_span.set_attribute("uq_guard.method", scored.method)
         timings["score"] += _ms_since(t)
         return scored
 

@@ -67,11 +67,13 @@ def shipped_guard_defaults(path: str | Path | None = None) -> dict[str, Any]:
         ``{"calibration": "<path>", **settings}``, ``settings`` being the
         :class:`~uq_guard.GuardConfig` settings the file was fitted under
         (its ``fitted_with``), so that a guard over the model samples as the
-        calibration expects, and the file's risk-controlled ``threshold``
-        when it has a feasible one (ALGORITHMS §6: the most permissive
-        P(correct) threshold whose upper bound on the answered error rate
-        stays within the file's alpha); ``{}`` when the file is absent, or
-        unusable (logged): the model is then guarded uncalibrated, as any other.
+        calibration expects, and as ``threshold`` the file's base rate
+        (:attr:`~uq_guard.calibration.Calibrator.base_rate`: abstain when the
+        scores make a wrong answer more likely than before looking);
+        ``{}`` when the file is absent, or unusable (logged): the model is
+        then guarded uncalibrated, as any other. The file's risk-controlled
+        threshold (ALGORITHMS §6), when feasible, is the stricter choice a
+        user can pass as ``threshold``.
     """
     source = DEFAULT_CALIBRATION if path is None else Path(path)
     if not source.is_file():
@@ -83,9 +85,8 @@ def shipped_guard_defaults(path: str | Path | None = None) -> dict[str, Any]:
             for key, value in (calibrator.fitted_with or {}).items()
             if key in GuardConfig.model_fields and key != "calibration"
         }
-        control = calibrator.risk_control
-        if control is not None and control.feasible and control.threshold is not None:
-            fitted["threshold"] = control.threshold
+        if calibrator.base_rate is not None:
+            fitted["threshold"] = calibrator.base_rate
         GuardConfig(calibration=calibrator, **fitted)  # settings a guard will accept
     except ConfigurationError as exc:
         logger.warning("shipped calibration %s not used: %s", source, exc)

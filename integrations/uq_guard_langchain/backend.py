@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackManager
@@ -69,22 +72,69 @@ def _token_logprobs(message: BaseMessage) -> list[float] | None:
     return [float(item["logprob"]) for item in content if "logprob" in item]
 
 
+@dataclass(frozen=True)
+class CallContext:
+    """What one guarded call gives the inner model besides the requests.
+
+    Attributes:
+        original: the user's own LangChain messages, used as they are
+            whenever a request carries exactly the conversation in ``original_dicts``.
+        original_dicts: ``original`` in OpenAI-dict form.
+        callbacks: the parent run's child callback manager.
+        stop / call_kwargs: what the user passed with the call.
+    """
+
+    original: tuple[BaseMessage, ...] = ()
+    original_dicts: tuple[dict[str, Any], ...] = ()
+    callbacks: BaseCallbackManager | None = None
+    stop: list[str] | None = None
+    call_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+# Task-local: each concurrent call through one long-lived backend sees its own context.
+# Keyed by backend, so a backend that is not part of the call ignores it.
+_CALLS: ContextVar[Mapping[int, CallContext] | None] = ContextVar(
+    "uq_guard_langchain_calls", default=None
+)
+
+
+@contextmanager
+def call_context(backends: Iterable[object], context: CallContext) -> Iterator[None]:
+    """Make ``context`` the call that ``backends`` answer inside the block.
+
+    ``GuardedChatModel`` builds its backends (and its Guard) once; each call
+    binds its own messages, callbacks, ``stop`` and call kwargs with this.
+    Tasks started inside the block inherit the binding.
+    """
+    calls = {**(_CALLS.get() or {}), **{id(b): context for b in backends}}
+    token = _CALLS.set(calls)
+    try:
+        yield
+    finally:
+        _CALLS.reset(token)
+
+
 class LangChainBackend:
     """Answers GenerationRequests with a LangChain runnable, one call per answer.
 
     The reply request (``temperature=None``) goes to the model exactly as the
     user configured it, with the user's own messages, ``stop`` and call
     kwargs; samples go to a cache-free copy at the sampling temperature.
-    Calls run concurrently up to ``max_concurrency``, each under
-    ``timeout_s``, and their callbacks nest under the caller's run.
+    Calls run concurrently up to ``max_concurrency`` per batch, each under
+    ``timeout_s``; inside a guarded call each also holds a slot of the
+    guard's process-wide cap (see :func:`uq_guard.backend.fan_out`). Their
+    callbacks nest under the caller's run.
+
+    One backend serves many calls: the per-call parts (messages, callbacks,
+    ``stop``, call kwargs) come from :func:`call_context` when a call binds
+    them, else from the constructor's arguments.
 
     Args:
         model: a chat model or a runnable made from one (``bind_tools``).
-        original: the user's own LangChain messages, used as they are
-            whenever a request carries exactly the conversation in ``original_dicts``.
-        original_dicts: ``original`` in OpenAI-dict form.
-        callbacks: the parent run's child callback manager.
-        stop / call_kwargs: what the user passed with the call.
+        max_concurrency: requests of one batch in flight at once.
+        timeout_s: limit of each model call.
+        original / original_dicts / callbacks / stop / call_kwargs: the
+            :class:`CallContext` used when no call is bound.
     """
 
     def __init__(
@@ -102,18 +152,25 @@ class LangChainBackend:
         self.model = model
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
-        self.original = list(original)
-        self.original_dicts = list(original_dicts)
-        self.callbacks = callbacks
-        self.stop = stop
-        self.call_kwargs = call_kwargs or {}
+        self.default_context = CallContext(
+            original=tuple(original),
+            original_dicts=tuple(original_dicts),
+            callbacks=callbacks,
+            stop=stop,
+            call_kwargs=dict(call_kwargs or {}),
+        )
 
-    def _messages(self, request: GenerationRequest) -> list[BaseMessage]:
-        if self.original and list(request.messages) == self.original_dicts:
-            return self.original
+    def _context(self) -> CallContext:
+        return (_CALLS.get() or {}).get(id(self), self.default_context)
+
+    @staticmethod
+    def _messages(context: CallContext, request: GenerationRequest) -> list[BaseMessage]:
+        if context.original and tuple(request.messages) == context.original_dicts:
+            return list(context.original)
         return convert_to_messages(list(request.messages))
 
     async def _one_answer(self, request: GenerationRequest) -> Generation:
+        context = self._context()
         is_reply = request.temperature is None
         runnable = (
             self.model
@@ -121,9 +178,9 @@ class LangChainBackend:
             else sampling_runnable(self.model, request.temperature, request.max_tokens)
         )
         tag = "uq_guard:reply" if is_reply else "uq_guard:sample"
-        config = RunnableConfig(callbacks=self.callbacks, tags=[tag])
-        kwargs = {**self.call_kwargs, **({"stop": self.stop} if self.stop else {})}
-        message = await runnable.ainvoke(self._messages(request), config=config, **kwargs)
+        config = RunnableConfig(callbacks=context.callbacks, tags=[tag])
+        kwargs = {**context.call_kwargs, **({"stop": context.stop} if context.stop else {})}
+        message = await runnable.ainvoke(self._messages(context, request), config=config, **kwargs)
         if not isinstance(message, BaseMessage):
             message = AIMessage(content=str(message))
         logprobs = _token_logprobs(message)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.callbacks import (
+    AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
     BaseCallbackManager,
     CallbackManager,
@@ -17,16 +18,55 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
-from uq_guard import Guard, GuardConfig, UncertaintyAbstention
+# Submodules, not the ``uq_guard`` root: the root's ``guard()`` imports this package.
+from uq_guard._exceptions import ConfigurationError, DegradedResultError, UncertaintyAbstention
+from uq_guard._guard_cache import GuardCache, config_key
+from uq_guard._limits import ConcurrencyLimit
 from uq_guard._sync import run_sync
 from uq_guard.backend import Backend, is_backend
-from uq_guard.engine import GuardResult
+from uq_guard.config import GuardConfig
+from uq_guard.engine import Guard, GuardResult
 from uq_guard.report import UncertaintyReport
-from uq_guard_langchain.backend import LangChainBackend, has_temperature
+from uq_guard_langchain.backend import (
+    CallContext,
+    LangChainBackend,
+    call_context,
+    has_temperature,
+)
 
 METADATA_KEY = "uq_guard"
+"""Where the report lands: ``message.response_metadata["uq_guard"]``."""
+
+REPORT_RUN_NAME = "uq_guard"
+"""The name of the child run that carries the report in its metadata and tags."""
+
+
+class _Guards(GuardCache):
+    """A ``GuardedChatModel``'s Guards, shared with its shallow copies.
+
+    Its Guards share one cap on model requests per ``max_concurrency``, so a
+    copy (``bind_tools``) and the original count against one cap. A deep
+    copy or a pickle starts empty: a Guard holds locks and caches that
+    belong to this process.
+    """
+
+    def __init__(self, max_size: int) -> None:
+        super().__init__(max_size)
+        self._limits: dict[int, ConcurrencyLimit] = {}
+
+    def model_limit(self, size: int) -> ConcurrencyLimit:
+        """The cap of ``size`` slots shared by these Guards (called while one is built)."""
+        if size not in self._limits:
+            self._limits[size] = ConcurrencyLimit(size)
+        return self._limits[size]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Guards:
+        return _Guards(self.max_size)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Guards, (self.max_size,))
 
 
 class GuardedChatModel(BaseChatModel):
@@ -61,6 +101,28 @@ class GuardedChatModel(BaseChatModel):
           in callbacks (tagged ``uq_guard:sample``).
         * When the inner model is itself a uq_guard ``Backend`` (such as
           ``uq_guard_hf.HuggingFaceChatModel``), its batched ``generate`` is used.
+        * Traces: after the decision, a child run named ``uq_guard`` (a chain
+          run under this model's run) carries the report: its metadata holds
+          the whole report under ``uq_guard`` and flat keys to filter on
+          (``uq_guard_confidence``, ``uq_guard_decision``, ...), its tags
+          ``uq_guard:decision:<decision>`` (and ``uq_guard:degraded``). Run
+          metadata is fixed when a run starts, before the guard has decided,
+          so the report rides on a run of its own (:func:`report_metadata`).
+          ``invoke``, ``ainvoke`` and ``batch`` trace it; a streamed call does
+          not, as langchain-core 1.x gives ``_stream`` no run manager (its
+          inner calls are not nested under it either).
+
+    Lifetime: the model builds its :class:`~uq_guard.Guard` (perturber,
+    calibration, embedder, the cap on model requests) on its first call and
+    reuses it for every later one, sync or async, from any thread. So
+    ``max_concurrency`` caps the inner model's requests in flight across
+    *all* concurrent calls of this model, and a calibration file is read
+    once. What changes from call to call (messages, callbacks, ``stop``,
+    call kwargs) is bound per call (:func:`uq_guard_langchain.backend.call_context`)
+    and never stored on the Guard. A copy with other parts (``bind_tools``
+    gives one with another inner model) builds a Guard of its own, under
+    the same cap; copies share a small cache of Guards keyed by their parts
+    and settings.
     """
 
     # Unknown keywords fail loudly: a misspelt ``treshold`` must not pass unnoticed.
@@ -75,6 +137,7 @@ class GuardedChatModel(BaseChatModel):
     streaming: bool = Field(
         False, description="Accepted for LangChain compatibility; stream() works either way."
     )
+    _guards: _Guards = PrivateAttr(default_factory=lambda: _Guards(max_size=4))
 
     @model_validator(mode="before")
     @classmethod
@@ -102,8 +165,6 @@ class GuardedChatModel(BaseChatModel):
     @model_validator(mode="after")
     def _fallback_present(self) -> GuardedChatModel:
         if self.guard_config.policy == "fallback" and self.fallback is None:
-            from uq_guard import ConfigurationError
-
             raise ConfigurationError("policy='fallback' needs fallback=<another chat model>")
         return self
 
@@ -160,28 +221,37 @@ class GuardedChatModel(BaseChatModel):
 
     # -- the guarded call -------------------------------------------------
 
-    def _backend(
-        self,
-        model: Runnable,
-        messages: list[BaseMessage],
-        stop: list[str] | None,
-        callbacks: BaseCallbackManager | None,
-        kwargs: dict[str, Any],
-    ) -> Backend:
-        if is_backend(model):
-            return model
-        from langchain_core.messages import convert_to_openai_messages
+    @property
+    def guard(self) -> Guard:
+        """The :class:`~uq_guard.Guard` every call of this model goes through (built once)."""
+        key = (
+            id(self.model),
+            id(self.fallback),
+            id(self.embedder),
+            id(self.perturber),
+            config_key(self.guard_config),
+        )
+        # The Guard holds the model, fallback, embedder and perturber (and so their ids)
+        # for as long as it is cached: an id in the key is never reused meanwhile.
+        return self._guards.get(key, self._build_guard)
 
+    def _build_guard(self) -> Guard:
         cfg = self.guard_config
-        return LangChainBackend(
-            model,
-            max_concurrency=cfg.max_concurrency,
-            timeout_s=cfg.timeout_s,
-            original=messages,
-            original_dicts=convert_to_openai_messages(messages),
-            callbacks=callbacks,
-            stop=stop,
-            call_kwargs=kwargs,
+
+        def backend(model: Runnable) -> Backend:
+            if is_backend(model):
+                return model
+            return LangChainBackend(
+                model, max_concurrency=cfg.max_concurrency, timeout_s=cfg.timeout_s
+            )
+
+        return Guard(
+            backend(self.model),
+            cfg,
+            embedder=self.embedder,
+            perturber=self.perturber,
+            fallback=None if self.fallback is None else backend(self.fallback),
+            model_limit=self._guards.model_limit(cfg.max_concurrency),
         )
 
     async def _aguard(
@@ -190,25 +260,30 @@ class GuardedChatModel(BaseChatModel):
         stop: list[str] | None,
         callbacks: BaseCallbackManager | None,
         kwargs: dict[str, Any],
-    ) -> AIMessage:
+    ) -> tuple[AIMessage, UncertaintyReport]:
+        """The message the user gets and its report.
+
+        Raises:
+            UncertaintyAbstention: ``policy="raise"`` acted; ``.reply`` is the
+                annotated message it withheld.
+            DegradedResultError: ``strict=True`` and the estimate was degraded.
+            GenerationError: the inner model's reply failed.
+        """
         from langchain_core.messages import convert_to_openai_messages
 
-        stop = stop or self.stop
-        backend = self._backend(self.model, messages, stop, callbacks, kwargs)
-        fallback = (
-            None
-            if self.fallback is None
-            else self._backend(self.fallback, messages, stop, callbacks, kwargs)
-        )
-        guard = Guard(
-            backend,
-            self.guard_config,
-            embedder=self.embedder,
-            perturber=self.perturber,
-            fallback=fallback,
+        guard = self.guard
+        dicts = convert_to_openai_messages(messages)
+        context = CallContext(
+            original=tuple(messages),
+            original_dicts=tuple(dicts),
+            callbacks=callbacks,
+            stop=stop or self.stop,
+            call_kwargs=kwargs,
         )
         try:
-            result = await guard.arun(convert_to_openai_messages(messages))
+            backends = [b for b in (guard.backend, guard.fallback) if b is not None]
+            with call_context(backends, context):
+                result = await guard.arun(dicts)
         except UncertaintyAbstention as exc:
             native = (
                 exc.reply
@@ -224,7 +299,43 @@ class GuardedChatModel(BaseChatModel):
                 f"{type(_chat_model(self.model)).__name__} has no temperature setting: "
                 "samples used the model's own"
             )
-        return _annotated(_chosen_message(result), result.report, result)
+        return _annotated(_chosen_message(result), result.report, result), result.report
+
+    def _guarded(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        run_manager: CallbackManagerForLLMRun | None,
+        kwargs: dict[str, Any],
+    ) -> AIMessage:
+        """The guarded reply, its report traced as a child run (sync twin of :meth:`_aguarded`)."""
+        try:
+            message, report = run_sync(
+                self._aguard(messages, stop, _child_callbacks(run_manager), kwargs)
+            )
+        except (UncertaintyAbstention, DegradedResultError) as exc:
+            _trace_report(run_manager, exc.report)
+            raise
+        _trace_report(run_manager, report)
+        return message
+
+    async def _aguarded(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        run_manager: AsyncCallbackManagerForLLMRun | None,
+        kwargs: dict[str, Any],
+    ) -> AIMessage:
+        """The guarded reply, its report traced as a child run of this model's run."""
+        try:
+            message, report = await self._aguard(
+                messages, stop, _child_callbacks(run_manager), kwargs
+            )
+        except (UncertaintyAbstention, DegradedResultError) as exc:
+            await _atrace_report(run_manager, exc.report)
+            raise
+        await _atrace_report(run_manager, report)
+        return message
 
     def _generate(
         self,
@@ -233,8 +344,7 @@ class GuardedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        callbacks = _child_callbacks(run_manager)
-        message = run_sync(self._aguard(messages, stop, callbacks, kwargs))
+        message = self._guarded(messages, stop, run_manager, kwargs)
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     async def _agenerate(
@@ -244,8 +354,7 @@ class GuardedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        callbacks = _child_callbacks(run_manager)
-        message = await self._aguard(messages, stop, callbacks, kwargs)
+        message = await self._aguarded(messages, stop, run_manager, kwargs)
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(
@@ -255,8 +364,7 @@ class GuardedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        callbacks = _child_callbacks(run_manager)
-        message = run_sync(self._aguard(messages, stop, callbacks, kwargs))
+        message = self._guarded(messages, stop, run_manager, kwargs)
         for chunk in _chunks(message):
             if run_manager:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -269,12 +377,76 @@ class GuardedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        callbacks = _child_callbacks(run_manager)
-        message = await self._aguard(messages, stop, callbacks, kwargs)
+        message = await self._aguarded(messages, stop, run_manager, kwargs)
         for chunk in _chunks(message):
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
+
+
+def report_metadata(report: UncertaintyReport) -> dict[str, Any]:
+    """The run metadata that carries ``report`` in traces.
+
+    The whole report (as in ``response_metadata``) under ``uq_guard``, and
+    flat scalar keys that trace UIs (LangSmith, Langfuse) can filter on.
+    """
+    return {
+        METADATA_KEY: report.model_dump(),
+        "uq_guard_confidence": report.confidence,
+        "uq_guard_decision": report.decision,
+        "uq_guard_method": report.method,
+        "uq_guard_policy": report.policy,
+        "uq_guard_threshold": report.threshold,
+        "uq_guard_calibrated": report.calibrated,
+        "uq_guard_degraded": report.degraded,
+    }
+
+
+def report_tags(report: UncertaintyReport) -> list[str]:
+    """The tags of the report's run: the decision, and ``uq_guard:degraded`` when it was."""
+    tags = [f"uq_guard:decision:{report.decision}"]
+    if report.degraded:
+        tags.append("uq_guard:degraded")
+    return tags
+
+
+def _report_manager(
+    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun,
+    report: UncertaintyReport,
+    manager_class: type[CallbackManager] | type[AsyncCallbackManager],
+) -> CallbackManager | AsyncCallbackManager:
+    """A callback manager for the report's run: a child of this model's run, with its metadata."""
+    manager = manager_class(handlers=[], parent_run_id=run_manager.run_id)
+    manager.set_handlers(run_manager.inheritable_handlers)
+    manager.add_tags(run_manager.inheritable_tags)
+    manager.add_metadata(run_manager.inheritable_metadata)
+    manager.add_tags(report_tags(report), inherit=False)
+    manager.add_metadata(report_metadata(report), inherit=False)
+    return manager
+
+
+def _trace_report(run_manager: CallbackManagerForLLMRun | None, report: UncertaintyReport) -> None:
+    """Record ``report`` as the ``uq_guard`` child run (see :func:`report_metadata`)."""
+    if run_manager is None:
+        return
+    manager = _report_manager(run_manager, report, CallbackManager)
+    run = manager.on_chain_start(None, _report_inputs(report), name=REPORT_RUN_NAME)
+    run.on_chain_end({METADATA_KEY: report.model_dump()})
+
+
+async def _atrace_report(
+    run_manager: AsyncCallbackManagerForLLMRun | None, report: UncertaintyReport
+) -> None:
+    """Async twin of :func:`_trace_report`."""
+    if run_manager is None:
+        return
+    manager = _report_manager(run_manager, report, AsyncCallbackManager)
+    run = await manager.on_chain_start(None, _report_inputs(report), name=REPORT_RUN_NAME)
+    await run.on_chain_end({METADATA_KEY: report.model_dump()})
+
+
+def _report_inputs(report: UncertaintyReport) -> dict[str, Any]:
+    return {"policy": report.policy, "threshold": report.threshold}
 
 
 def _child_callbacks(

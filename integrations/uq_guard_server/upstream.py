@@ -1,9 +1,20 @@
 """What the proxy forwards to: an OpenAI-compatible URL or a local Hugging Face model.
 
 Both answer :meth:`Upstream.complete` with a guarded ``ChatCompletion``
-(see :func:`uq_guard_openai.guarded_completion`) and list the model names
+(see :func:`uq_guard_openai.completion.complete`) and list the model names
 they serve. An OpenAI-compatible upstream is called with SDK retries off:
 the engine's tenacity loop retries, honouring ``Retry-After``.
+
+Guard lifetimes: an upstream builds a :class:`~uq_guard.Guard` once per
+effective config (the server's settings plus a request's allowed
+``uq_guard`` overrides) and keeps the last few
+(:class:`~uq_guard._guard_cache.GuardCache`, least recently used out).
+Requests with the same settings share one Guard: its calibration file is
+read once, and its ``max_concurrency`` caps their upstream calls in flight
+*together*, not each request's. Requests with other settings get a Guard of
+their own, so at most ``max_guards`` caps coexist, and the admission queue
+bounds the requests at work: never more in flight than one cap per request
+at work, the bound before Guards were shared.
 """
 
 from __future__ import annotations
@@ -16,12 +27,19 @@ from typing import Any, Protocol
 import openai
 from openai.resources.chat import AsyncCompletions
 from openai.types.chat import ChatCompletion
-from uq_guard_openai import Endpoint, ServerCapabilities, completion_from_result
-from uq_guard_openai.completion import guarded_completion, new_completion
+from uq_guard_openai.backend import Endpoint, ServerCapabilities
+from uq_guard_openai.completion import (
+    build_guard,
+    complete,
+    completion_from_result,
+    new_completion,
+)
 
-from uq_guard import Guard, GuardConfig
+from uq_guard._guard_cache import GuardCache, config_key
 from uq_guard._messages import normalize_messages
 from uq_guard.backend import GenerationRequest
+from uq_guard.config import GuardConfig
+from uq_guard.engine import Guard
 from uq_guard_server.redact import redact_url
 
 # ``create`` takes these by name; anything else in a request body travels as extra_body.
@@ -29,6 +47,7 @@ _CREATE_PARAMS = frozenset(inspect.signature(AsyncCompletions.create).parameters
 # ...except these, which steer the SDK itself (headers, query, timeout): never from a body.
 _SDK_PARAMS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
 _MODELS_TTL_S = 60.0
+_MAX_GUARDS = 8
 
 
 class Upstream(Protocol):
@@ -74,6 +93,7 @@ class OpenAIUpstream:
         timeout_s: limit of one upstream HTTP call.
         models: the names served; ``None`` asks the upstream (cached a minute).
         fallback_model: the model ``policy="fallback"`` asks.
+        max_guards: how many Guards (one per distinct effective config) are kept.
     """
 
     def __init__(
@@ -84,6 +104,7 @@ class OpenAIUpstream:
         timeout_s: float = 120.0,
         models: list[str] | None = None,
         fallback_model: str | None = None,
+        max_guards: int = _MAX_GUARDS,
     ) -> None:
         self.client = openai.AsyncOpenAI(
             base_url=base_url, api_key=api_key or "not-needed", max_retries=0, timeout=timeout_s
@@ -94,6 +115,7 @@ class OpenAIUpstream:
         self._models: tuple[float, list[str]] | None = None
         self._capabilities = ServerCapabilities()
         self._lock = asyncio.Lock()
+        self.guards = GuardCache(max_guards)
 
     async def models(self) -> list[str]:
         if self._fixed_models is not None:
@@ -119,7 +141,11 @@ class OpenAIUpstream:
                 create, create, self._capabilities, overrides={"model": self.fallback_model}
             )
         )
-        return await guarded_completion(kwargs, endpoint, config, fallback=fallback)
+        guard = self.guards.get(
+            config_key(config),
+            lambda: build_guard(config, with_fallback=self.fallback_model is not None),
+        )
+        return await complete(guard, kwargs, endpoint, fallback=fallback)
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -153,20 +179,28 @@ class LocalUpstream:
     """A local model that is a uq_guard ``Backend`` (``uq_guard_hf.HuggingFaceChatModel``).
 
     The request's ``max_tokens`` and ``temperature`` apply to the reply
-    (on a copy that shares the loaded weights).
+    (on a copy that shares the loaded weights). Guards are kept per effective
+    config and reply settings (see the module docstring).
+
+    Args:
+        model: the loaded local model.
+        name: the model name clients ask for.
+        max_guards: how many Guards are kept.
     """
 
-    def __init__(self, model: Any, name: str) -> None:
+    def __init__(self, model: Any, name: str, *, max_guards: int = _MAX_GUARDS) -> None:
         self.model = model
         self.name = name
         self.description = f"local:{name}"
+        self.guards = GuardCache(max_guards)
 
     async def models(self) -> list[str]:
         return [self.name]
 
-    def _configured(self, body: dict[str, Any]) -> Any:
+    def _reply_settings(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The model fields a request sets for its reply (``max_tokens``, ``temperature``)."""
         fields = getattr(type(self.model), "model_fields", {})
-        update = {
+        return {
             field: body[key]
             for key, field in (
                 ("max_tokens", "max_tokens"),
@@ -175,20 +209,26 @@ class LocalUpstream:
             )
             if body.get(key) is not None and field in fields
         }
+
+    def _configured(self, update: dict[str, Any]) -> Any:
         return self.model.model_copy(update=update) if update else self.model
 
     async def complete(
         self, body: dict[str, Any], config: GuardConfig | None, *, max_calls: int | None = None
     ) -> ChatCompletion:
         # A local model makes no HTTP calls: the policy's pre-check bounds its work.
-        model = self._configured(body)
+        update = self._reply_settings(body)
         messages = normalize_messages(body["messages"])
         if config is None:
-            (reply,) = await model.generate([GenerationRequest(messages=messages)])
+            (reply,) = await self._configured(update).generate(
+                [GenerationRequest(messages=messages)]
+            )
             if not reply.ok:
                 raise reply.error or RuntimeError("the local model returned nothing")
             return new_completion(reply.texts[0], self.name)
-        result = await Guard(model, config).arun(messages)
+        key = (config_key(config), tuple(sorted(update.items())))
+        guard = self.guards.get(key, lambda: Guard(self._configured(update), config))
+        result = await guard.arun(messages)
         return completion_from_result(result, self.name)
 
     async def aclose(self) -> None:

@@ -321,3 +321,21 @@ def test_the_shipped_calibration_when_present_gives_valid_guard_settings() -> No
     assert defaults["calibration"] == str(hf_chat_model.DEFAULT_CALIBRATION)
     assert load_calibration(defaults["calibration"]).fitted_with is not None
     GuardConfig(**defaults)
+
+
+def test_the_shipped_threshold_is_the_files_base_rate(tmp_path: Path) -> None:
+    """A model that is usually wrong: abstain where the scores lower P(correct), not under 0.5."""
+    fitted = Calibrator(
+        mapping=PlattMapping(slope=4.0, intercept=-2.0),
+        n_fitted=200,
+        n_correct=30,
+        fitted_with={**SMALL, "max_tokens": 24},
+    )
+    assert fitted.base_rate == pytest.approx(0.15)
+    defaults = shipped_guard_defaults(fitted.save(tmp_path / "fitted.json"))
+    assert defaults["threshold"] == pytest.approx(0.15)
+    assert GuardConfig(**defaults).threshold == pytest.approx(0.15)
+
+    unknown = _calibrator(**SMALL)  # no labelled count: no base rate, the guard's own default
+    assert unknown.base_rate is None
+    assert "threshold" not in shipped_guard_defaults(unknown.save(tmp_path / "unknown.json"))

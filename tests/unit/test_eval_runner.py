@@ -661,3 +661,70 @@ def test_cli_eval_on_the_real_local_model(tmp_path) -> None:
     records = read_records(out / "records.jsonl")
     assert len(records) == 2 and all(r.ok and r.reply_token_entropies for r in records)
     assert "mean_token_entropy" in (out / "report.md").read_text()
+
+
+_SHIPPED: dict[str, Path] = {}
+
+
+class ModelWithGuardDefaults(FakeBackend):
+    """A backend that ships a calibration and its budget, as ``HuggingFaceChatModel.default()``."""
+
+    def __init__(self) -> None:
+        super().__init__(answer)
+        self.guard_defaults = {
+            "calibration": str(_SHIPPED["path"]),
+            "n_perturbations": 1,
+            "n_samples": 2,
+            "max_tokens": 12,
+            "threshold": 0.25,
+        }
+
+
+def shipped_model() -> ModelWithGuardDefaults:
+    """The CLI's ``--model py:tests.unit.test_eval_runner:shipped_model`` hook."""
+    return ModelWithGuardDefaults()
+
+
+def test_cli_eval_runs_a_model_as_it_ships(tmp_path, capsys) -> None:
+    """No budget flags: the model's guard defaults, its calibration applied, label-free kept."""
+    from uq_guard.calibration import Calibrator, PlattMapping
+
+    _SHIPPED["path"] = Calibrator(
+        mapping=PlattMapping(slope=3.0, intercept=-1.0), n_fitted=10, n_correct=3
+    ).save(tmp_path / "shipped.json")
+    data = write_questions(tmp_path / "q.jsonl")
+    argv = ["eval", "--data", str(data), "--model", "py:tests.unit.test_eval_runner:shipped_model"]
+    argv += ["--bootstrap", "0", "--no-plots", "--no-progress"]
+
+    assert main([*argv, "--out", str(tmp_path / "as-shipped")]) == 0
+    settings = json.loads((tmp_path / "as-shipped" / "run.json").read_text())
+    assert (settings["n_perturbations"], settings["n_samples"], settings["max_tokens"]) == (
+        1,
+        2,
+        12,
+    )
+    assert settings["calibration"] == "shipped.json"  # the file's name: a clone elsewhere resumes
+    records = read_records(tmp_path / "as-shipped" / "records.jsonl")
+    assert records and all(r.calibrated and r.raw_confidence is not None for r in records)
+    assert all(r.confidence != r.raw_confidence for r in records)
+    report = (tmp_path / "as-shipped" / "report.md").read_text()
+    assert "label_free_confidence" in report and GUARD_CONFIDENCE in report
+
+    # fitting a calibration on a calibrated run reads the label-free value, the scale it maps
+    calib = tmp_path / "refit.json"
+    records_path = str(tmp_path / "as-shipped" / "records.jsonl")
+    assert (
+        main(["calibrate", "--records", records_path, "--alpha", "0.5", "--out", str(calib)]) == 0
+    )
+    refit = Calibrator.load(calib)
+    assert refit.n_fitted == len(records)
+
+    # flags win over the defaults, and --calibration none turns the shipped one off
+    plain = tmp_path / "plain"
+    assert main([*argv, "--out", str(plain), "--calibration", "none", "--n-samples", "3"]) == 0
+    settings = json.loads((plain / "run.json").read_text())
+    assert settings["calibration"] is None and settings["n_samples"] == 3
+    assert settings["n_perturbations"] == 1  # still the model's
+    plain_records = read_records(plain / "records.jsonl")
+    assert not any(r.calibrated for r in plain_records)
+    assert "label_free_confidence" not in (plain / "report.md").read_text()

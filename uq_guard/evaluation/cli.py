@@ -37,6 +37,9 @@ __all__ = [
 ]
 
 
+#: Sampling settings of a model that carries no guard defaults of its own.
+EVAL_DEFAULTS = {"n_perturbations": 4, "n_samples": 3, "max_tokens": 32}
+
 #: The reply's default cap: what ``HuggingFaceChatModel.default()`` (the product's
 #: local model) generates by default, so a reply is graded at the length a user reads.
 DEFAULT_REPLY_MAX_TOKENS = 256
@@ -44,7 +47,7 @@ DEFAULT_REPLY_MAX_TOKENS = 256
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``uq-guard eval``."""
-    parser.add_argument("--data", required=True, help='JSONL of {"question", "answer": [...]}')
+    parser.add_argument("--data", required=True, help="question/answer JSONL or hf:NAME[:SPLIT]")
     parser.add_argument(
         "--model",
         default="local",
@@ -52,8 +55,18 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="folder for records.jsonl and the report")
     parser.add_argument("--limit", type=int, help="first N questions only")
-    parser.add_argument("--n-perturbations", type=int, default=4, help="perturbed prompts m")
-    parser.add_argument("--n-samples", type=int, default=3, help="answers per prompt")
+    parser.add_argument(
+        "--n-perturbations",
+        type=int,
+        help="perturbed prompts m (default: the model's guard defaults, else "
+        f"{EVAL_DEFAULTS['n_perturbations']})",
+    )
+    parser.add_argument(
+        "--n-samples",
+        type=int,
+        help="answers per prompt (default: the model's guard defaults, else "
+        f"{EVAL_DEFAULTS['n_samples']})",
+    )
     parser.add_argument(
         "--perturbation", choices=("gaap", "paraphrase", "gaap+paraphrase", "none"), default="gaap"
     )
@@ -62,8 +75,16 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         "--sample-max-tokens",
         dest="max_tokens",
         type=int,
-        default=32,
-        help="cap on each sampled answer (GuardConfig.max_tokens); may be below the reply's",
+        help="cap on each sampled answer (GuardConfig.max_tokens); may be below the reply's "
+        f"(default: the model's guard defaults, else {EVAL_DEFAULTS['max_tokens']})",
+    )
+    parser.add_argument(
+        "--calibration",
+        default="auto",
+        metavar="auto|none|PATH",
+        help="the calibration the guard applies, so guard_confidence is what the product "
+        "reports: 'auto' (default) = the one the model ships (the local SmolLM2's), else none; "
+        "the label-free confidence is reported beside it",
     )
     parser.add_argument(
         "--reply-max-tokens",
@@ -222,24 +243,23 @@ def _run_eval(args: argparse.Namespace) -> int:
     )
 
     items = load_questions(args.data, args.limit)
-    config = GuardConfig(
-        n_perturbations=args.n_perturbations,
-        n_samples=args.n_samples,
-        perturbation=args.perturbation,
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        seed=args.seed,
-        adaptive=args.adaptive,
-        verbalized_confidence=args.verbalized,
-    )
+    transport = GuardConfig()
     local = args.model == "local"
     concurrency = args.concurrency or (1 if local else 4)
     backend = make_backend(
         args.model,
         max_tokens=args.reply_max_tokens,
         seed=args.seed,
-        max_concurrency=config.max_concurrency,
-        timeout_s=config.timeout_s,
+        max_concurrency=transport.max_concurrency,
+        timeout_s=transport.timeout_s,
+    )
+    config = GuardConfig(
+        **_sampling_settings(args, getattr(backend, "guard_defaults", None) or {}),
+        perturbation=args.perturbation,
+        temperature=args.temperature,
+        seed=args.seed,
+        adaptive=args.adaptive,
+        verbalized_confidence=args.verbalized,
     )
     bar = None
     if not args.no_progress:
@@ -319,6 +339,27 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sampling_settings(args: argparse.Namespace, model_defaults: dict[str, Any]) -> dict[str, Any]:
+    """The run's budget and calibration: the flags given, else the model's guard defaults.
+
+    A model that ships a calibration (``HuggingFaceChatModel.default()``)
+    carries the sampling budget it was fitted under; evaluating it as the
+    product runs means those, unless a flag says otherwise. Without them, a
+    calibration fitted under other settings would be applied off its scale.
+    """
+    settings = {
+        key: getattr(args, key)
+        if getattr(args, key) is not None
+        else model_defaults.get(key, default)
+        for key, default in EVAL_DEFAULTS.items()
+    }
+    if args.calibration == "auto":
+        settings["calibration"] = model_defaults.get("calibration")
+    elif args.calibration != "none":
+        settings["calibration"] = args.calibration
+    return settings
+
+
 def _reconstruct(args: argparse.Namespace) -> str:
     parts = ["uq-guard eval"]
     for key, value in sorted(vars(args).items()):
@@ -340,7 +381,7 @@ def _table_of(markdown: Path) -> str:
 def run_calibrate_command(args: argparse.Namespace) -> int:
     """Run ``uq-guard calibrate``; returns the exit status."""
     from uq_guard.calibration import fit_calibrator, risk_controlled_threshold
-    from uq_guard.evaluation.report import GUARD_CONFIDENCE, method_signal
+    from uq_guard.evaluation.report import GUARD_CONFIDENCE, LABEL_FREE_CONFIDENCE, method_signal
 
     records, sizes = _calibration_records(args.records)
     fitted_with = _fitted_with(args.records)
@@ -351,9 +392,9 @@ def run_calibrate_command(args: argparse.Namespace) -> int:
     methods = Counter(r.method for r in records if r.confidence is not None)
     score = args.score or GUARD_CONFIDENCE
     if score == GUARD_CONFIDENCE or (score in methods and not args.raw):
-        # the guard calibrates its own confidence; fit on exactly that scale
+        # the guard calibrates its own label-free confidence; fit on exactly that scale
         chosen = [r for r in records if score == GUARD_CONFIDENCE or r.method == score]
-        conf, correct = method_signal(chosen, GUARD_CONFIDENCE)
+        conf, correct = method_signal(chosen, LABEL_FREE_CONFIDENCE)
         method = methods.most_common(1)[0][0] if score == GUARD_CONFIDENCE else score
         calibrator = fit_calibrator(conf, correct, args.method, method=method)
     else:

@@ -87,6 +87,7 @@ from uq_guard.calibration import (
 from uq_guard.evaluation._arrays import as_correct, import_sklearn
 from uq_guard.evaluation.calibrators import fit_isotonic, fit_platt
 from uq_guard.evaluation.metrics import MetricSummary, auroc, ece, evaluate, smooth_ece
+from uq_guard.evaluation.records import label_free_confidence
 
 __all__ = [
     "ANSWER_SCORES",
@@ -243,7 +244,7 @@ def _rows_of(
     labels = as_correct([bool(r.correct) for r in records])
     return (
         [r.scores for r in records],
-        [r.confidence for r in records],
+        [label_free_confidence(r) for r in records],
         [getattr(r, "method", None) for r in records],
         labels,
     )

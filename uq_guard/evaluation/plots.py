@@ -18,7 +18,12 @@ import numpy as np
 from uq_guard._exceptions import MissingDependencyError
 from uq_guard.evaluation.metrics import ECE_BINS, cross_fitted_isotonic, risk_coverage_curve
 from uq_guard.evaluation.records import EvalRecord
-from uq_guard.evaluation.report import GUARD_CONFIDENCE, MethodRow, method_signal
+from uq_guard.evaluation.report import (
+    GUARD_CONFIDENCE,
+    LABEL_FREE_CONFIDENCE,
+    MethodRow,
+    method_signal,
+)
 from uq_guard.report import CONFIDENCE_LIKE_SCORES
 
 __all__ = ["draw_plots"]
@@ -94,7 +99,11 @@ def draw_plots(
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3), squeeze=False)
     for ax, row in zip(axes[0], top, strict=False):
         conf, correct = method_signal(records, row.method)
-        raw = conf if row.method in CONFIDENCE_LIKE_SCORES | {GUARD_CONFIDENCE} else -conf
+        raw = (
+            conf
+            if row.method in CONFIDENCE_LIKE_SCORES | {GUARD_CONFIDENCE, LABEL_FREE_CONFIDENCE}
+            else -conf
+        )
         edges = np.histogram_bin_edges(raw, bins=20)
         ax.hist(raw[correct], bins=edges, alpha=0.6, label="correct", color="tab:green")
         ax.hist(raw[~correct], bins=edges, alpha=0.6, label="incorrect", color="tab:red")

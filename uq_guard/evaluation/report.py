@@ -28,12 +28,14 @@ import numpy as np
 
 from uq_guard._exceptions import ConfigurationError
 from uq_guard.evaluation.metrics import METRICS, MetricSummary, class_balance_warning, evaluate
-from uq_guard.evaluation.records import EvalRecord
+from uq_guard.evaluation.records import EvalRecord, label_free_confidence
 from uq_guard.evaluation.tsu import TSUResult, tsu
 from uq_guard.report import score_as_confidence
 from uq_guard.scoring.verbalized import VERBALIZED_SCORE
 
 __all__ = [
+    "GUARD_CONFIDENCE",
+    "LABEL_FREE_CONFIDENCE",
     "MethodRow",
     "confidence_of",
     "method_rows",
@@ -46,6 +48,8 @@ __all__ = [
 ]
 
 GUARD_CONFIDENCE = "guard_confidence"
+#: The label-free confidence of a calibrated run (the value its calibration mapped).
+LABEL_FREE_CONFIDENCE = "label_free_confidence"
 BRIER_FOLDS = 5  # the isotonic Brier score's cross-fitting folds
 WHITEBOX_SCORES = frozenset({"gnll", "mean_token_entropy", "entropy_area_score"})
 X0_SAMPLE_SCORES = frozenset(
@@ -94,8 +98,8 @@ def method_signal(records: Sequence[EvalRecord], method: str) -> tuple[np.ndarra
 
 def confidence_of(record: EvalRecord, method: str) -> float | None:
     """One record's value of ``method`` as a confidence (uncertainties negated); None if missing."""
-    if method == GUARD_CONFIDENCE:
-        value = record.confidence
+    if method in (GUARD_CONFIDENCE, LABEL_FREE_CONFIDENCE):
+        value = record.confidence if method == GUARD_CONFIDENCE else label_free_confidence(record)
         return value if value is not None and math.isfinite(value) else None
     value = record.scores.get(method)
     if value is None or not math.isfinite(value):
@@ -183,6 +187,8 @@ def _methods(records: Sequence[EvalRecord]) -> list[str]:
     names = dict.fromkeys(name for record in records for name in record.scores)
     if any(record.confidence is not None for record in records):
         names = {GUARD_CONFIDENCE: None, **names}
+        if any(record.calibrated for record in records):
+            names = {GUARD_CONFIDENCE: None, LABEL_FREE_CONFIDENCE: None, **names}
     return list(names)
 
 

@@ -319,6 +319,9 @@ def _settings(
     config: GuardConfig, model: str, *, system: str | None, reply_max_tokens: int | None
 ) -> dict[str, Any]:
     dumped = config.model_dump()
+    if isinstance(config.calibration, (str, Path)):
+        # the file, not where this checkout keeps it: a clone elsewhere resumes the run
+        dumped["calibration"] = Path(config.calibration).name
     settings = {
         key: (value if isinstance(value, (str, int, float, bool, type(None))) else repr(value))
         for key, value in dumped.items()
@@ -565,6 +568,8 @@ async def _evaluate_one(
         scores=dict(report.scores),
         confidence=report.confidence if report.method != "unavailable" else None,
         method=report.method,
+        calibrated=report.calibrated,
+        raw_confidence=report.raw_confidence,
         correct=verdict.correct,
         correctness_rule=verdict.rule,
         matched_gold=verdict.matched,
