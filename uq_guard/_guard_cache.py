@@ -6,7 +6,9 @@ client) keeps a few Guards, one per distinct effective
 :class:`~uq_guard.config.GuardConfig`: requests with the same settings share
 one Guard, so its calibration file is read once and its concurrency cap holds
 across them. The cache is small and least-recently-used: settings that vary
-from call to call cost a rebuild, never unbounded memory.
+from call to call cost a rebuild, never unbounded memory. Guards that differ
+in other settings may still share one cap on model requests
+(:meth:`GuardCache.model_limit`, passed to each as ``Guard(model_limit=...)``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from uq_guard._limits import ConcurrencyLimit
 from uq_guard.config import GuardConfig
 from uq_guard.engine import Guard
 
@@ -62,6 +65,7 @@ class GuardCache:
         self._guards: OrderedDict[Hashable, Guard] = OrderedDict()
         self._lock = threading.Lock()
         self.builds = 0  # how many Guards were built (a rebuild after eviction counts)
+        self._limits: dict[int, ConcurrencyLimit] = {}
 
     def get(self, key: Hashable, build: Callable[[], Guard]) -> Guard:
         """The Guard under ``key``, built with ``build()`` the first time.
@@ -80,6 +84,19 @@ class GuardCache:
             else:
                 self._guards.move_to_end(key)
             return guard
+
+    def model_limit(self, size: int) -> ConcurrencyLimit:
+        """The cap of ``size`` model requests in flight shared by this cache's Guards.
+
+        One per size, kept for the cache's life (an evicted Guard's rebuild
+        gets the same one), so a wrapper's Guards with equal
+        ``max_concurrency`` count against one cap. May be called from
+        ``build()``, under the cache's lock.
+        """
+        limit = self._limits.get(size)
+        if limit is None:
+            limit = self._limits.setdefault(size, ConcurrencyLimit(size))
+        return limit
 
     def __len__(self) -> int:
         return len(self._guards)

@@ -5,7 +5,7 @@ evaluation run, save to JSON, and load it in :class:`~uq_guard.GuardConfig`
 (``calibration="calib.json"``): every report's ``confidence`` then is the
 fitted P(correct) and ``calibrated`` is true::
 
-    from uq_guard.calibration import fit_isotonic, risk_controlled_threshold
+    from uq_guard.evaluation.calibrators import fit_isotonic, risk_controlled_threshold
 
     calibrator = fit_isotonic(confidence, correct, method="inv_entropy")
     control = risk_controlled_threshold(calibrator.apply(confidence), correct, alpha=0.1)
@@ -14,12 +14,11 @@ fitted P(correct) and ``calibrated`` is true::
                            threshold=control.threshold)
 
 This module *applies* calibrators and needs only numpy and scipy, so a
-deployed guard carries neither scikit-learn nor :mod:`uq_guard.evaluation`.
-The fitting functions (``fit_platt``, ``fit_isotonic``, ``fit_calibrator``,
-``risk_controlled_threshold``, ``fit_fused``) live in
-:mod:`uq_guard.evaluation.calibrators` and :mod:`uq_guard.evaluation.fusion`
-(they need the ``eval`` extra); they are importable from here too, loaded on
-first use.
+deployed guard carries neither scikit-learn nor :mod:`uq_guard.evaluation`,
+and imports nothing from it. The fitting functions (``fit_platt``,
+``fit_isotonic``, ``fit_calibrator``, ``risk_controlled_threshold``,
+``fit_fused``) live in :mod:`uq_guard.evaluation.calibrators` and
+:mod:`uq_guard.evaluation.fusion` (they need the ``eval`` extra).
 
 Three kinds of map:
 
@@ -79,14 +78,13 @@ missing, since they no longer mean what they meant in training.
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, overload
+from typing import Annotated, Any, Literal, overload
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -95,15 +93,6 @@ from scipy.stats import beta
 
 from uq_guard._exceptions import ConfigurationError
 from uq_guard.report import score_as_confidence
-
-if TYPE_CHECKING:  # loaded lazily by __getattr__: fitting needs the eval extra
-    from uq_guard.evaluation.calibrators import (
-        fit_calibrator,
-        fit_isotonic,
-        fit_platt,
-        risk_controlled_threshold,
-    )
-    from uq_guard.evaluation.fusion import fit_fused
 
 __all__ = [
     "CALIBRATION_FORMAT",
@@ -122,13 +111,8 @@ __all__ = [
     "RiskControl",
     "clopper_pearson_upper",
     "feature_values",
-    "fit_calibrator",
-    "fit_fused",
-    "fit_isotonic",
-    "fit_platt",
     "load_calibration",
     "resolve_calibration",
-    "risk_controlled_threshold",
 ]
 
 CALIBRATION_FORMAT = "uq_guard.calibration"
@@ -176,22 +160,7 @@ FEATURE_GROUPS: dict[str, frozenset[str]] = {
     ),
 }
 
-_FITTING = {
-    "fit_calibrator": "uq_guard.evaluation.calibrators",
-    "fit_isotonic": "uq_guard.evaluation.calibrators",
-    "fit_platt": "uq_guard.evaluation.calibrators",
-    "risk_controlled_threshold": "uq_guard.evaluation.calibrators",
-    "fit_fused": "uq_guard.evaluation.fusion",
-}
-
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-
-
-def __getattr__(name: str) -> Any:
-    # the fitting functions need scikit-learn and the metrics: import them on first use only
-    if name in _FITTING:
-        return getattr(importlib.import_module(_FITTING[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _checked_input(values: Any, *, unit: bool) -> np.ndarray:
@@ -255,7 +224,9 @@ class IsotonicMapping(BaseModel):
 
 
 class RiskControl(BaseModel):
-    """A risk-controlled abstention threshold (see :func:`risk_controlled_threshold`).
+    """A risk-controlled abstention threshold.
+
+    Fitted by :func:`uq_guard.evaluation.calibrators.risk_controlled_threshold`.
 
     Attributes:
         alpha: target error rate among answered questions.

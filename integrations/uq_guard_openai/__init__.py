@@ -12,7 +12,7 @@
 Needs the ``openai`` extra: ``pip install 'uq-guard[openai]'``.
 """
 
-from uq_guard import UncertaintyAbstention
+from uq_guard._exceptions import UncertaintyAbstention
 from uq_guard_openai.backend import (
     Endpoint,
     MalformedResponseError,

@@ -33,8 +33,8 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
+from uq_guard._limits import ConcurrencyLimit
 from uq_guard.backend import Generation, GenerationRequest, Usage
-from uq_guard_openai._concurrency import ConcurrencyLimit
 
 logger = logging.getLogger(__name__)
 
@@ -170,9 +170,7 @@ class OpenAIBackend:
         self.endpoint = endpoint
         self.call_kwargs = {**call_kwargs, **endpoint.overrides}
         self.timeout_s = timeout_s
-        self._slots: ConcurrencyLimit | asyncio.Semaphore = (
-            slots if slots is not None else asyncio.Semaphore(max(1, max_concurrency))
-        )
+        self._slots = slots if slots is not None else ConcurrencyLimit(max(1, max_concurrency))
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         """Answer every request concurrently; a failure stays in its ``Generation.error``."""
@@ -346,7 +344,9 @@ class CallScopedBackend:
     under ``slots``, the cap shared by every call.
 
     Args:
-        slots: HTTP calls in flight at once, over every call of this Guard.
+        slots: HTTP calls in flight at once, over every call of this Guard:
+            the Guard's own ``model_limit`` (see
+            :func:`~uq_guard_openai.completion.build_guard`).
         timeout_s: limit of each sample call.
         fallback: answer with the bound call's fallback endpoint instead.
     """

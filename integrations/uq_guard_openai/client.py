@@ -12,9 +12,11 @@ assess passes through untouched: ``n > 1``, ``with_raw_response`` /
 A wrapper builds its :class:`~uq_guard.Guard` once and reuses it: the
 calibration is read once, and ``max_concurrency`` caps the HTTP calls in
 flight over every call through the wrapper (and its ``with_options``
-copies), from any thread or event loop. A call whose ``extra_body`` settings
-change the effective config gets a Guard of its own, kept in a small LRU
-(the last 8 configs); calls with the same ``max_concurrency`` share one cap.
+copies), from any thread or event loop: the Guard's own ``model_limit``,
+the cap the engine holds its model requests to. A call whose ``extra_body``
+settings change the effective config gets a Guard of its own, kept in a
+small LRU (:class:`~uq_guard._guard_cache.GuardCache`, the last 8 configs);
+Guards with the same ``max_concurrency`` share one cap.
 """
 
 from __future__ import annotations
@@ -23,9 +25,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
-import threading
-from collections import OrderedDict
-from collections.abc import Coroutine, Hashable
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -36,12 +36,14 @@ from openai._types import NotGiven, Omit
 from openai.resources.chat import AsyncChat, AsyncCompletions, Chat, Completions
 from openai.types.chat import ChatCompletion
 
-from uq_guard import Guard, GuardConfig
-from uq_guard._exceptions import ConfigurationError
+# Submodules, not the ``uq_guard`` root: the root's ``guard()`` imports this package.
+from uq_guard._exceptions import ConfigurationError, UnsupportedModelError
+from uq_guard._guard_cache import GuardCache, config_key
 from uq_guard._sync import run_sync
+from uq_guard.config import GuardConfig
 from uq_guard.embeddings import Embedder
+from uq_guard.engine import Guard
 from uq_guard.perturb import Perturber
-from uq_guard_openai._concurrency import ConcurrencyLimit
 from uq_guard_openai.backend import CreateFn, Endpoint, ServerCapabilities
 from uq_guard_openai.completion import build_guard, complete, split_call_settings
 from uq_guard_openai.stream import (
@@ -69,9 +71,7 @@ class _GuardSettings:
     embedder: Embedder | None
     perturber: Perturber | None
     capabilities: ServerCapabilities
-    guards: OrderedDict[Hashable, Guard] = field(default_factory=OrderedDict)
-    slots: dict[tuple[str, int], ConcurrencyLimit] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    guards: GuardCache = field(default_factory=lambda: GuardCache(_GUARDS_KEPT))
 
     def guard_for(self, config: GuardConfig) -> Guard:
         """The wrapper's Guard for ``config``: built on first use, then reused.
@@ -79,34 +79,17 @@ class _GuardSettings:
         Raises:
             ConfigurationError: ``config`` cannot make a Guard (then none is kept).
         """
-        key = _config_key(config)
-        with self.lock:
-            guard = self.guards.get(key)
-            if guard is not None:
-                self.guards.move_to_end(key)
-                return guard
-            size = config.max_concurrency
-            guard = build_guard(
+
+        def build() -> Guard:
+            return build_guard(
                 config,
                 with_fallback=self.fallback is not None,
                 embedder=self.embedder,
                 perturber=self.perturber,
-                slots=self.slots.setdefault(("model", size), ConcurrencyLimit(size)),
-                fallback_slots=self.slots.setdefault(("fallback", size), ConcurrencyLimit(size)),
+                model_limit=self.guards.model_limit(config.max_concurrency),
             )
-            self.guards[key] = guard
-            while len(self.guards) > _GUARDS_KEPT:
-                self.guards.popitem(last=False)
-            return guard
 
-
-def _config_key(config: GuardConfig) -> Hashable:
-    """A dict key for ``config``: itself (frozen), or its repr when a field is a dict."""
-    try:
-        hash(config)
-    except TypeError:
-        return repr(config)
-    return config
+        return self.guards.get(config_key(config), build)
 
 
 def wrap_openai(
@@ -148,8 +131,6 @@ def wrap_openai(
         >>> resp = client.chat.completions.create(model="gpt-4o-mini", messages=[...])
         >>> resp.choices[0].message.content, resp.uncertainty.confidence
     """
-    from uq_guard._exceptions import UnsupportedModelError
-
     if not isinstance(client, (openai.OpenAI, openai.AsyncOpenAI)):
         raise UnsupportedModelError(
             f"wrap_openai needs an openai.OpenAI or openai.AsyncOpenAI client, got {type(client)!r}"
@@ -287,8 +268,8 @@ def _in_threads(create: Any) -> CreateFn:
 @functools.cache
 def _executor() -> ThreadPoolExecutor:
     # One pool for every sync guarded call of the process: blocking HTTP
-    # calls, so more threads than cores is right; each call's own semaphore
-    # (max_concurrency) bounds what one guarded call takes.
+    # calls, so more threads than cores is right; each wrapper's cap
+    # (max_concurrency) bounds what its guarded calls take.
     return ThreadPoolExecutor(max_workers=64, thread_name_prefix="uq_guard-openai")
 
 

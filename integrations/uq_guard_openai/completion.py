@@ -22,12 +22,14 @@ import openai
 from openai.types.chat import ChatCompletion
 from openai.types.completion_usage import CompletionUsage
 
-from uq_guard import Guard, GuardConfig, GuardResult, UncertaintyAbstention
-from uq_guard._exceptions import ConfigurationError, GenerationError
+# Submodules, not the ``uq_guard`` root: the root's ``guard()`` imports this package.
+from uq_guard._exceptions import ConfigurationError, GenerationError, UncertaintyAbstention
+from uq_guard._limits import ConcurrencyLimit
+from uq_guard.config import GuardConfig
 from uq_guard.embeddings import Embedder
+from uq_guard.engine import Guard, GuardResult
 from uq_guard.perturb import Perturber
 from uq_guard.report import UncertaintyReport
-from uq_guard_openai._concurrency import ConcurrencyLimit
 from uq_guard_openai.backend import BoundCall, CallScopedBackend, Endpoint, bind_call
 
 REPORT_FIELD = "uncertainty"
@@ -79,39 +81,40 @@ def build_guard(
     with_fallback: bool = False,
     embedder: Embedder | None = None,
     perturber: Perturber | None = None,
-    slots: ConcurrencyLimit | None = None,
-    fallback_slots: ConcurrencyLimit | None = None,
+    model_limit: ConcurrencyLimit | None = None,
 ) -> Guard:
     """A Guard over OpenAI-compatible endpoints that serves many calls, one :func:`complete` each.
 
     Its backends answer whichever call :func:`complete` binds, so one Guard
-    (its perturber, its calibration read once, its caps) serves every call
-    made with ``config``.
+    (its perturber, its calibration read once, its cap) serves every call
+    made with ``config``. The cap on HTTP calls in flight is the Guard's own
+    ``model_limit``: the one the engine holds for its model requests, over
+    the model and the fallback alike.
 
     Args:
         config: the guard's settings.
         with_fallback: give it a fallback backend (each call then brings a fallback endpoint).
         embedder / perturber: custom engine parts.
-        slots / fallback_slots: caps on HTTP calls in flight, shared by every
-            call of this Guard; by default new ones of ``config.max_concurrency``.
+        model_limit: the cap on HTTP calls in flight, shared by every call of
+            this Guard (pass one to several Guards to share it); by default a
+            new one of ``config.max_concurrency`` slots.
 
     Raises:
         ConfigurationError: bad settings, or ``policy="fallback"`` without ``with_fallback``.
     """
 
-    def backend(cap: ConcurrencyLimit | None, fallback: bool) -> CallScopedBackend:
-        return CallScopedBackend(
-            slots=cap or ConcurrencyLimit(config.max_concurrency),
-            timeout_s=config.timeout_s,
-            fallback=fallback,
-        )
+    limit = model_limit or ConcurrencyLimit(config.max_concurrency)
+
+    def backend(fallback: bool) -> CallScopedBackend:
+        return CallScopedBackend(slots=limit, timeout_s=config.timeout_s, fallback=fallback)
 
     return Guard(
-        backend(slots, False),
+        backend(False),
         config,
         embedder=embedder,
         perturber=perturber,
-        fallback=backend(fallback_slots, True) if with_fallback else None,
+        fallback=backend(True) if with_fallback else None,
+        model_limit=limit,
     )
 
 
@@ -181,12 +184,7 @@ async def guarded_completion(
         embedder / perturber: custom engine parts.
 
     Raises:
-        openai.OpenAIError: the reply itself failed; the SDK's own exception,
-            exactly as an unguarded call would have raised it.
-        GenerationError: the reply failed for another reason (a malformed response).
-        UncertaintyAbstention: ``policy="raise"`` acted; ``.reply`` is the
-            annotated ``ChatCompletion`` it withheld.
-        DegradedResultError: ``strict=True`` and the estimate was degraded.
+        What :func:`complete` raises, and ConfigurationError for bad settings.
     """
     guard = build_guard(
         config, with_fallback=fallback is not None, embedder=embedder, perturber=perturber

@@ -17,13 +17,15 @@ from uq_guard.calibration import (
     IsotonicMapping,
     PlattMapping,
     clopper_pearson_upper,
+    load_calibration,
+)
+from uq_guard.embeddings import shared_embedder
+from uq_guard.evaluation.calibrators import (
     fit_calibrator,
     fit_isotonic,
     fit_platt,
-    load_calibration,
     risk_controlled_threshold,
 )
-from uq_guard.embeddings import shared_embedder
 
 
 def logistic_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

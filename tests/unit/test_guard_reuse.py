@@ -28,7 +28,6 @@ from uq_guard_server.upstream import LocalUpstream, OpenAIUpstream
 import uq_guard.calibration
 from tests.support.upstream import MODEL, ScriptedUpstream
 from tests.unit.fake_backend import FakeBackend
-from uq_guard._limits import ConcurrencyLimit
 from uq_guard.calibration import Calibrator, PlattMapping
 from uq_guard.config import GuardConfig
 from uq_guard.embeddings import shared_embedder
@@ -257,20 +256,3 @@ def test_the_proxy_upstream_caps_upstream_calls_across_requests(embedder):
         assert len(server.bodies) == 12 * 4  # the upstream ignores n: one call per sample
         assert server.max_in_flight == 2
     assert upstream.guards.builds == 1
-
-
-def test_a_cancelled_waiter_takes_no_slot():
-    async def scenario() -> tuple[int, int]:
-        limit = ConcurrencyLimit(1)
-        await limit.acquire()
-        waiter = asyncio.ensure_future(limit.acquire())
-        await asyncio.sleep(0)
-        waiter.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiter
-        limit.release()
-        after_release = limit.in_use
-        await asyncio.wait_for(limit.acquire(), 1)  # the slot came back, not to the dead waiter
-        return after_release, limit.in_use
-
-    assert asyncio.run(scenario()) == (0, 1)

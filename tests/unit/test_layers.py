@@ -45,16 +45,7 @@ FRAMEWORKS = frozenset(
 
 #: Imports that break a rule and are being moved in other modules' work (issue 12).
 #: Each is left out of the check it names; every other import is checked.
-PENDING: dict[tuple[str, str], str] = {
-    # uq_guard_openai imports names from the uq_guard root, whose guard() imports
-    # uq_guard_openai: a cycle through uq_guard/__init__ (import from submodules instead)
-    ("uq_guard_openai", "uq_guard"): "cycle",
-    # applying a calibration re-exports the fitting functions of evaluation/
-    ("uq_guard.calibration", "uq_guard.evaluation.calibrators"): "cycle, run-time",
-    ("uq_guard.calibration", "uq_guard.evaluation.fusion"): "cycle, run-time",
-    # report.py and plots.py import each other
-    ("uq_guard.evaluation.report", "uq_guard.evaluation.plots"): "cycle",
-}
+PENDING: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

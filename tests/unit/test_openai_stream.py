@@ -22,7 +22,6 @@ import pytest
 import uq_guard_openai.completion as completion_module
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from uq_guard_openai import completion_chunks, wrap_openai
-from uq_guard_openai._concurrency import ConcurrencyLimit
 from uq_guard_openai.stream import _http_module
 
 import uq_guard.engine
@@ -336,52 +335,21 @@ def test_the_async_cap_holds_across_calls_and_event_loops() -> None:
     assert server.most_in_flight == 2
 
 
-# -- the cap itself -----------------------------------------------------------------
+def test_the_wrappers_cap_is_the_engines_limit_of_every_guard_it_builds(monkeypatch) -> None:
+    built: list[Guard] = []
 
+    class RecordedGuard(Guard):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            built.append(self)
 
-def test_a_limit_holds_across_threads_and_their_event_loops() -> None:
-    limit = ConcurrencyLimit(2)
-    lock = threading.Lock()
-    seen = {"now": 0, "most": 0}
-
-    async def work() -> None:
-        for _ in range(3):
-            async with limit:
-                with lock:
-                    seen["now"] += 1
-                    seen["most"] = max(seen["most"], seen["now"])
-                await asyncio.sleep(0.02)
-                with lock:
-                    seen["now"] -= 1
-
-    threads = [threading.Thread(target=asyncio.run, args=(work(),)) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert seen["most"] == 2 and limit.in_use == 0
-
-
-async def test_a_cancelled_waiter_does_not_keep_a_slot() -> None:
-    limit = ConcurrencyLimit(1)
-    await limit.acquire()
-    waiter = asyncio.create_task(limit.acquire())
-    await asyncio.sleep(0)
-    waiter.cancel()  # cancelled while still waiting
-    with pytest.raises(asyncio.CancelledError):
-        await waiter
-    limit.release()
-    assert limit.in_use == 0
-
-    await limit.acquire()
-    late = asyncio.create_task(limit.acquire())
-    await asyncio.sleep(0)
-    limit.release()  # the slot is on its way to `late`...
-    late.cancel()  # ...which is cancelled before it arrives: the slot must come back
-    with pytest.raises(asyncio.CancelledError):
-        await late
-    for _ in range(3):
-        await asyncio.sleep(0)
-    assert limit.in_use == 0
-    await asyncio.wait_for(limit.acquire(), 1)
-    assert limit.in_use == 1
+    monkeypatch.setattr(completion_module, "Guard", RecordedGuard)
+    client = FakeServer().client(max_concurrency=2, policy="fallback", fallback="m-2")
+    client.chat.completions.create(model="m", messages=MESSAGES)
+    lenient = {"extra_body": {"uq_guard": {"threshold": 0.01}}}
+    client.chat.completions.create(model="m", messages=MESSAGES, **lenient)
+    assert len(built) == 2
+    # one object caps the HTTP calls (model and fallback alike) and the engine's model requests
+    (limit,) = {id(guard.model_limit) for guard in built}
+    assert all(id(guard.backend.slots) == id(guard.fallback.slots) == limit for guard in built)
+    assert built[0].model_limit.limit == 2

@@ -6,9 +6,6 @@ scikit-learn (the ``eval`` extra) and the metrics of this package; the
 calibrators they return are *applied* by :mod:`uq_guard.calibration`, which
 needs neither. The fused calibrator (a logistic regression over several
 scores) is fitted in :mod:`uq_guard.evaluation.fusion`.
-
-The names are also importable from :mod:`uq_guard.calibration`, which loads
-this module on first use.
 """
 
 from __future__ import annotations

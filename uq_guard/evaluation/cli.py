@@ -380,8 +380,8 @@ def _table_of(markdown: Path) -> str:
 
 def run_calibrate_command(args: argparse.Namespace) -> int:
     """Run ``uq-guard calibrate``; returns the exit status."""
-    from uq_guard.calibration import fit_calibrator, risk_controlled_threshold
-    from uq_guard.evaluation.report import GUARD_CONFIDENCE, LABEL_FREE_CONFIDENCE, method_signal
+    from uq_guard.evaluation.calibrators import fit_calibrator, risk_controlled_threshold
+    from uq_guard.evaluation.methods import GUARD_CONFIDENCE, LABEL_FREE_CONFIDENCE, method_signal
 
     records, sizes = _calibration_records(args.records)
     fitted_with = _fitted_with(args.records)
@@ -517,7 +517,8 @@ def _run_fuse(
     fitted_with: dict[str, Any] | None,
 ) -> int:
     """``uq-guard calibrate --fuse``: fit, print held-out metrics next to each score alone, save."""
-    from uq_guard.calibration import FEATURE_GROUPS, risk_controlled_threshold
+    from uq_guard.calibration import FEATURE_GROUPS
+    from uq_guard.evaluation.calibrators import risk_controlled_threshold
     from uq_guard.evaluation.fusion import evaluate_fused
 
     if args.score:

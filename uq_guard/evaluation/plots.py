@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from uq_guard._exceptions import MissingDependencyError
-from uq_guard.evaluation.metrics import ECE_BINS, cross_fitted_isotonic, risk_coverage_curve
-from uq_guard.evaluation.records import EvalRecord
-from uq_guard.evaluation.report import (
+from uq_guard.evaluation.methods import (
     GUARD_CONFIDENCE,
     LABEL_FREE_CONFIDENCE,
     MethodRow,
     method_signal,
 )
+from uq_guard.evaluation.metrics import ECE_BINS, cross_fitted_isotonic, risk_coverage_curve
+from uq_guard.evaluation.records import EvalRecord
 from uq_guard.report import CONFIDENCE_LIKE_SCORES
 
 __all__ = ["draw_plots"]

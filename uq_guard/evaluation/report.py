@@ -10,7 +10,9 @@ right; ECE of a score that is not a probability) is shown as a note, never NaN.
 When too few answers are right, or wrong, for the intervals to mean anything
 (:func:`~uq_guard.evaluation.metrics.class_balance_warning`: fewer than
 :data:`~uq_guard.evaluation.metrics.MIN_CLASS_ANSWERS`), the report opens
-with a warning saying so (:func:`run_warnings`).
+with a warning saying so (:func:`run_warnings`). What a method is and its
+confidence per record come from :mod:`uq_guard.evaluation.methods` (re-exported
+here), which the plots read too.
 """
 
 from __future__ import annotations
@@ -18,19 +20,23 @@ from __future__ import annotations
 import html
 import itertools
 import json
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from uq_guard._exceptions import ConfigurationError
+from uq_guard.evaluation.methods import (
+    GUARD_CONFIDENCE,
+    LABEL_FREE_CONFIDENCE,
+    MethodRow,
+    confidence_of,
+    method_signal,
+)
 from uq_guard.evaluation.metrics import METRICS, MetricSummary, class_balance_warning, evaluate
-from uq_guard.evaluation.records import EvalRecord, label_free_confidence
+from uq_guard.evaluation.records import EvalRecord
 from uq_guard.evaluation.tsu import TSUResult, tsu
-from uq_guard.report import score_as_confidence
 from uq_guard.scoring.verbalized import VERBALIZED_SCORE
 
 __all__ = [
@@ -47,9 +53,6 @@ __all__ = [
     "write_tsu",
 ]
 
-GUARD_CONFIDENCE = "guard_confidence"
-#: The label-free confidence of a calibrated run (the value its calibration mapped).
-LABEL_FREE_CONFIDENCE = "label_free_confidence"
 BRIER_FOLDS = 5  # the isotonic Brier score's cross-fitting folds
 WHITEBOX_SCORES = frozenset({"gnll", "mean_token_entropy", "entropy_area_score"})
 X0_SAMPLE_SCORES = frozenset(
@@ -58,53 +61,6 @@ X0_SAMPLE_SCORES = frozenset(
 _COLUMNS = (("auroc", "AUROC"), ("prr", "PRR"), ("brier", "Brier (iso)"), ("ece", "ECE"))
 _COLUMNS = (*_COLUMNS, ("aurac", "AURAC"))
 _UNDEFINED_SHORT = {"confidence is not in [0, 1]": "n/a: not a probability"}
-
-
-@dataclass
-class MethodRow:
-    """One method's line of the table.
-
-    Attributes:
-        method: the score's name (``guard_confidence`` for the guard's own).
-        summary: its metrics with intervals, and the undefined ones with why.
-        needs: what the method needs: ``reply`` (white-box), ``reply + 1 call``
-            (verbalized), ``x0 samples`` or ``all``.
-        calls_per_question / seconds_per_question: what the run spent per question on it.
-        n_missing: questions where the method had no value (left out of its metrics).
-    """
-
-    method: str
-    summary: MetricSummary
-    needs: str
-    calls_per_question: float
-    seconds_per_question: float
-    n_missing: int = 0
-    notes: list[str] = field(default_factory=list)
-
-
-def method_signal(records: Sequence[EvalRecord], method: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(confidence, correct)`` of one method over the records where it has a value.
-
-    Uncertainties are negated; confidence-like scores and ``guard_confidence`` are kept.
-    """
-    conf, correct = [], []
-    for record in records:
-        value = confidence_of(record, method)
-        if value is not None:
-            conf.append(value)
-            correct.append(bool(record.correct))
-    return np.asarray(conf, dtype=float), np.asarray(correct, dtype=bool)
-
-
-def confidence_of(record: EvalRecord, method: str) -> float | None:
-    """One record's value of ``method`` as a confidence (uncertainties negated); None if missing."""
-    if method in (GUARD_CONFIDENCE, LABEL_FREE_CONFIDENCE):
-        value = record.confidence if method == GUARD_CONFIDENCE else label_free_confidence(record)
-        return value if value is not None and math.isfinite(value) else None
-    value = record.scores.get(method)
-    if value is None or not math.isfinite(value):
-        return None
-    return score_as_confidence(method, value)
 
 
 def tsu_by_method(runs: Mapping[float, Sequence[EvalRecord]]) -> dict[str, TSUResult]:
