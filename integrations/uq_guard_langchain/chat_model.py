@@ -23,7 +23,6 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 # Submodules, not the ``uq_guard`` root: the root's ``guard()`` imports this package.
 from uq_guard._exceptions import ConfigurationError, DegradedResultError, UncertaintyAbstention
 from uq_guard._guard_cache import GuardCache, config_key
-from uq_guard._limits import ConcurrencyLimit
 from uq_guard._sync import run_sync
 from uq_guard.backend import Backend, is_backend
 from uq_guard.config import GuardConfig
@@ -46,21 +45,12 @@ REPORT_RUN_NAME = "uq_guard"
 class _Guards(GuardCache):
     """A ``GuardedChatModel``'s Guards, shared with its shallow copies.
 
-    Its Guards share one cap on model requests per ``max_concurrency``, so a
-    copy (``bind_tools``) and the original count against one cap. A deep
-    copy or a pickle starts empty: a Guard holds locks and caches that
-    belong to this process.
+    Its Guards share one cap on model requests per ``max_concurrency``
+    (:meth:`~uq_guard._guard_cache.GuardCache.model_limit`), so a copy
+    (``bind_tools``) and the original count against one cap. A deep copy or
+    a pickle starts empty: a Guard holds locks and caches that belong to
+    this process.
     """
-
-    def __init__(self, max_size: int) -> None:
-        super().__init__(max_size)
-        self._limits: dict[int, ConcurrencyLimit] = {}
-
-    def model_limit(self, size: int) -> ConcurrencyLimit:
-        """The cap of ``size`` slots shared by these Guards (called while one is built)."""
-        if size not in self._limits:
-            self._limits[size] = ConcurrencyLimit(size)
-        return self._limits[size]
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _Guards:
         return _Guards(self.max_size)
