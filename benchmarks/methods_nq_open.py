@@ -18,14 +18,14 @@ baselines that read only those samples are identical across the three.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
 from pathlib import Path
 
-from uq_guard import GuardConfig
+from uq_guard import ConfigurationError, GuardConfig
 from uq_guard.backend import Backend
+from uq_guard.evaluation.cli_settings import apply_settings, parse_settings
 from uq_guard.evaluation.records import load_questions
 from uq_guard.evaluation.report import GUARD_CONFIDENCE, method_rows, write_report
 from uq_guard.evaluation.runner import add_verbalized, make_backend, run_eval
@@ -157,17 +157,15 @@ def variants(args: argparse.Namespace, out: Path) -> list[tuple[str, dict, Path]
 
 
 def parse_overrides(spec: str) -> dict[str, object]:
-    """``"gaap_min_fidelity=0.75,adaptive=true"`` -> GuardConfig overrides (JSON, else text)."""
-    overrides: dict[str, object] = {}
-    for part in spec.split(","):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip():
-            raise SystemExit(f"--also {spec!r}: expected KEY=VALUE[,KEY=VALUE]")
-        try:
-            overrides[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key.strip()] = value
-    GuardConfig(**overrides)  # a bad key or value fails here, before any model call
+    """``"gaap_min_fidelity=0.75,adaptive=true"`` -> GuardConfig overrides (JSON, else text).
+
+    Read as ``uq-guard eval --set`` reads its pairs (:mod:`uq_guard.evaluation.cli_settings`).
+    """
+    try:
+        overrides = parse_settings(spec.split(","), option="--also")
+        apply_settings(None, overrides, option="--also")  # a bad value fails before any call
+    except ConfigurationError as exc:
+        raise SystemExit(f"--also {spec!r}: {exc}") from None
     return overrides
 
 

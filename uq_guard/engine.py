@@ -1,36 +1,32 @@
 """``Guard``: perturb -> sample -> embed -> score -> decide, for one chat call.
 
-Model calls go through the :class:`~uq_guard.backend.Backend` seam in
-batched rounds: the perturbations (none for model-free perturbers), then the
-reply and every sample together in one batch. Failed samples are retried when
-retryable, then left out and reported; only a failed *reply* raises
-(:class:`GenerationError`). A failing scoring step (the embedder, a user
-similarity) never loses the reply either: the call has no estimate and the
-report says why.
+The steps, each in its own module:
+
+* perturb: :mod:`uq_guard.perturb` makes the variants of the prompt (no model
+  call with GAAP and WordNet); a failing perturber leaves samples only.
+* sample, embed, score, calibrate: :mod:`uq_guard._assess`, in batched rounds
+  through the :class:`~uq_guard.backend.Backend` seam (adaptive sampling and
+  the verbalized confidence are spelled out there). Only a failed *reply*
+  raises (:class:`GenerationError`); a failing scoring step leaves the call
+  without an estimate, and the report says why.
+* decide: the configured :mod:`uq_guard.policies` policy decides and carries
+  its decision out (a refusal, the fallback model's reply, the best-supported
+  sample), and this module writes the report.
 
 What degrades a report and what is only a note is listed in
 :mod:`uq_guard.report`.
-
-With ``adaptive=True`` the samples come in two rounds under the same cap:
-round 1 is the reply and ``adaptive_first_samples`` answers for every prompt;
-when they already agree (or, with ``adaptive_margin``, their confidence is far
-from the threshold) round 2 is skipped, otherwise it draws the rest and
-everything is scored together (the rule is spelled out in
-:class:`~uq_guard.config.GuardConfig`). A round 1 that lost samples never
-stops early. With ``verbalized_confidence=True`` the question "how sure are
-you?" needs the reply, so it rides along with round 2, or runs as a round of
-its own.
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from uq_guard._assess import Assessment, Assessor, ms_since
 from uq_guard._exceptions import (
     ConfigurationError,
     DegradedResultError,
@@ -38,18 +34,11 @@ from uq_guard._exceptions import (
     UncertaintyAbstention,
 )
 from uq_guard._limits import ConcurrencyLimit
-from uq_guard._messages import normalize_messages, user_prompt, with_user_prompt
+from uq_guard._messages import normalize_messages, user_prompt
 from uq_guard._retry import RetryingBackend
 from uq_guard._sync import run_sync
-from uq_guard.backend import (
-    Backend,
-    Generation,
-    GenerationRequest,
-    Message,
-    Usage,
-    is_backend,
-)
-from uq_guard.calibration import CalibratedConfidence, resolve_calibration
+from uq_guard.backend import Backend, Generation, Message, Usage, is_backend
+from uq_guard.calibration import resolve_calibration
 from uq_guard.config import GuardConfig
 from uq_guard.embeddings import Embedder, shared_embedder
 from uq_guard.perturb import (
@@ -61,15 +50,12 @@ from uq_guard.perturb import (
     Perturber,
     default_lexicon,
 )
-from uq_guard.policies import best_supported, planned_decision
+from uq_guard.policies import Situation, policy_named
 from uq_guard.report import Cost, Decision, UncertaintyReport
-from uq_guard.scoring.suite import SampleScores, score_samples
-from uq_guard.scoring.verbalized import VERBALIZED_SCORE, read_verbalized, verbalized_request
 from uq_guard.tracing import (
     CALL_SPAN,
     DECIDE_SPAN,
     PERTURB_SPAN,
-    SCORE_SPAN,
     GuardTracing,
     record_perturbation,
     record_report,
@@ -100,49 +86,6 @@ class GuardResult:
     @property
     def decision(self) -> str:
         return self.report.decision
-
-
-@dataclass
-class _Assessment:
-    reply: Generation
-    scored: SampleScores
-    answers: list[list[str]]
-    n_failed: int
-    usage: Usage
-    timings_ms: dict[str, float]
-    degraded_reasons: list[str]  # what lost information (strict mode raises on these)
-    notes: list[str] = field(default_factory=list)  # information only
-    raw_confidence: float | None = None  # set when a calibrator replaced scored.confidence
-    n_requested: int = 0
-    n_budget: int = 0
-    rounds: int = 1
-    adaptive: bool = False
-    stopped_early: bool = False
-    stop_reason: str | None = None
-
-
-@dataclass
-class _Samples:
-    """The sampled answers of one call so far, over its rounds."""
-
-    answers: list[list[str]]
-    usage: Usage
-    errors: set[str] = field(default_factory=set)
-    n_requested: int = 0
-    rounds: int = 0
-
-    @property
-    def n_failed(self) -> int:
-        return self.n_requested - sum(len(a) for a in self.answers)
-
-    def add(self, generations: Sequence[Generation], n: int) -> None:
-        for answers, generation in zip(self.answers, generations, strict=True):
-            answers.extend(generation.texts[:n])
-            self.usage = self.usage + generation.usage
-            if generation.error is not None:
-                self.errors.add(str(generation.error))
-        self.n_requested += n * len(generations)
-        self.rounds += 1
 
 
 class Guard:
@@ -184,8 +127,9 @@ class Guard:
             raise ConfigurationError(
                 f"backend must have an async generate(requests) method, got {type(backend)!r}"
             )
-        if self.config.policy == "fallback" and fallback is None:
-            raise ConfigurationError("policy='fallback' needs a fallback model")
+        self.policy = policy_named(self.config.policy)
+        if self.policy.needs_fallback and fallback is None:
+            raise ConfigurationError(f"policy={self.policy.name!r} needs a fallback model")
         self.backend = backend
         self.fallback = fallback
         self.model_limit = model_limit or ConcurrencyLimit(self.config.max_concurrency)
@@ -198,6 +142,9 @@ class Guard:
         # note, not degradation: nothing of this call was lost, and strict mode must not raise
         self._calibration_note = (
             self.calibrator.settings_note(dict(self.config)) if self.calibrator else ""
+        )
+        self._assessor = Assessor(
+            self.config, self._tracing, self._retrying, lambda: self.embedder, self.calibrator
         )
 
     @property
@@ -279,50 +226,29 @@ class Guard:
         with self._tracing.span(PERTURB_SPAN) as perturb_span:
             perturbation = await self._perturb(prompt)
             record_perturbation(perturb_span, perturbation)
-        perturb_ms = _ms_since(t)
-        assessment = await self._assess(
+        perturb_ms = ms_since(t)
+        assessment = await self._assessor.assess(
             self.backend, conversation, prompt, perturbation, calibrate=True
         )
         assessment.timings_ms["perturb"] = perturb_ms
         usage = perturbation.usage + assessment.usage
-        reply_text = assessment.reply.texts[0]
-        scored = assessment.scored
 
         notes = [*perturbation.notes, *assessment.notes]
         if self._calibration_note:
             notes.append(self._calibration_note)
         degraded = [*_perturbation_shortfall(perturbation), *assessment.degraded_reasons]
-        if scored.confidence is None:
+        if assessment.scored.confidence is None:
             degraded.append("no uncertainty estimate: the reply is returned as it is")
         with self._tracing.span(
             DECIDE_SPAN, policy=cfg.policy, threshold=cfg.threshold
         ) as decide_span:
-            decision: Decision = planned_decision(cfg.policy, scored.confidence, cfg.threshold)
-
-            text = reply_text
-            original_reply = None
-            fallback_report = None
-            fallback_reply = None
-            if decision == "abstain":
-                text, original_reply = cfg.abstain_message, reply_text
-            elif decision == "best_of":
-                best = best_supported(
-                    [reply_text, *assessment.answers[0]], scored.candidate_support, reply_text
-                )
-                if best is None:
-                    decision = "answer"
-                else:
-                    text, original_reply = best, reply_text
-            elif decision == "fallback":
-                fallback_result = await self._run_fallback(conversation, prompt, perturbation)
-                if isinstance(fallback_result, str):
-                    decision = "answer"
-                    degraded.append(fallback_result)
-                else:
-                    fallback_reply, fallback_report = fallback_result.reply, fallback_result.report
-                    text, original_reply = fallback_result.text, reply_text
-                    usage = usage + fallback_result.usage
-            decide_span.set_attribute("uq_guard.decision", decision)
+            situation = self._situation(assessment, conversation, prompt, perturbation)
+            verdict = await self.policy.decide(situation)
+            decide_span.set_attribute("uq_guard.decision", verdict.decision)
+        degraded.extend(verdict.degraded_reasons)
+        fallback = verdict.fallback
+        if fallback is not None:
+            usage = usage + fallback.usage
 
         report = _report(
             assessment,
@@ -330,29 +256,51 @@ class Guard:
             usage=usage,
             degraded_reasons=degraded,
             notes=notes,
-            decision=decision,
+            decision=verdict.decision,
             policy=cfg.policy,
             threshold=cfg.threshold,
-            text=text,
-            original_reply=original_reply,
-            fallback=fallback_report,
+            text=verdict.text,
+            original_reply=verdict.original_reply,
+            fallback=fallback.report if fallback is not None else None,
             include_samples=cfg.include_samples,
         )
-        report.timings_ms["total"] = _ms_since(started)
+        report.timings_ms["total"] = ms_since(started)
         record_report(call_span, report)
         result = GuardResult(
-            text=text,
+            text=verdict.text,
             report=report,
             reply=assessment.reply,
-            fallback_reply=fallback_reply,
+            fallback_reply=fallback.reply if fallback is not None else None,
             usage=usage,
         )
         if cfg.strict and report.degraded:
             raise DegradedResultError("; ".join(report.degraded_reasons), report)
-        if cfg.policy == "raise" and decision == "abstain":
-            native = assessment.reply.raw[0] if assessment.reply.raw else reply_text
-            raise UncertaintyAbstention(report, reply=native)
+        if verdict.raises:
+            reply = assessment.reply
+            raise UncertaintyAbstention(report, reply=reply.raw[0] if reply.raw else reply.texts[0])
         return result
+
+    def _situation(
+        self,
+        assessment: Assessment,
+        conversation: tuple[Message, ...],
+        prompt: str,
+        perturbation: PerturbationResult,
+    ) -> Situation:
+        """What the policy sees of this call (the fallback model runs only if it asks)."""
+        reply = assessment.reply.texts[0]
+        ask_fallback = None
+        if self.fallback is not None:
+            ask_fallback = functools.partial(self._run_fallback, conversation, prompt, perturbation)
+        return Situation(
+            reply=reply,
+            confidence=assessment.scored.confidence,
+            threshold=self.config.threshold,
+            abstain_message=self.config.abstain_message,
+            candidates=[reply, *assessment.answers[0]],
+            support=assessment.scored.candidate_support,
+            ask_fallback=ask_fallback,
+        )
 
     # -- steps ------------------------------------------------------------
 
@@ -376,212 +324,15 @@ class Guard:
         result.n_real = min(len(real), len(result.prompts))
         return result
 
-    async def _assess(
-        self,
-        backend: Backend,
-        conversation: tuple[Message, ...],
-        prompt: str,
-        perturbation: PerturbationResult,
-        *,
-        calibrate: bool = False,
-    ) -> _Assessment:
-        cfg = self.config
-        retrying = self._tracing.backend(self._retrying(backend))
-        prompts = [prompt, *perturbation.prompts]
-        first = cfg.adaptive_first_samples if cfg.adaptive else cfg.n_samples
-        reply_request = GenerationRequest(messages=conversation, want_logprobs=True)
-        timings = {"generate": 0.0, "score": 0.0}
-
-        t = time.perf_counter()
-        reply, *round_one = await retrying.generate(
-            [reply_request, *self._sample_requests(conversation, prompts, first, round_index=0)]
-        )
-        timings["generate"] += _ms_since(t)
-        if not reply.ok:
-            raise GenerationError(
-                f"the model's reply failed: {reply.error or 'empty response'}", cause=reply.error
-            )
-        samples = _Samples(answers=[[] for _ in prompts], usage=reply.usage)
-        samples.add(round_one, first)
-        scored = await self._score(prompts, samples.answers, reply, timings)
-
-        pending = (
-            [verbalized_request(conversation, reply.texts[0])] if cfg.verbalized_confidence else []
-        )
-        stopped_early, stop_reason = False, None
-        if cfg.adaptive:
-            stopped_early, stop_reason = self._settled(scored, samples, calibrate)
-            logger.debug("adaptive sampling: %s", stop_reason)
-        verbalized: Generation | None = None
-        if cfg.adaptive and not stopped_early:
-            rest = cfg.n_samples - first
-            t = time.perf_counter()
-            generations = await retrying.generate(
-                [*self._sample_requests(conversation, prompts, rest, round_index=1), *pending]
-            )
-            timings["generate"] += _ms_since(t)
-            if pending:  # the confidence question rode along with round 2
-                verbalized, pending = generations.pop(), []
-            samples.add(generations, rest)
-            scored = await self._score(prompts, samples.answers, reply, timings)
-        if pending:
-            t = time.perf_counter()
-            [verbalized] = await retrying.generate(pending)
-            timings["generate"] += _ms_since(t)
-
-        degraded: list[str] = []
-        if samples.n_failed:
-            degraded.append(
-                f"{samples.n_failed} of {samples.n_requested} samples failed"
-                + (f": {'; '.join(sorted(samples.errors))}" if samples.errors else "")
-            )
-        degraded.extend(scored.degraded_reasons)
-        usage = samples.usage
-        if verbalized is not None:
-            usage = usage + verbalized.usage
-            _add_verbalized(scored, verbalized, degraded)
-        raw_confidence = self._calibrate(scored, degraded) if calibrate else None
-        return _Assessment(
-            reply=reply,
-            scored=scored,
-            answers=samples.answers,
-            n_failed=samples.n_failed,
-            usage=usage,
-            timings_ms=timings,
-            degraded_reasons=degraded,
-            raw_confidence=raw_confidence,
-            n_requested=samples.n_requested,
-            n_budget=cfg.n_samples * len(prompts),
-            rounds=samples.rounds,
-            adaptive=cfg.adaptive,
-            stopped_early=stopped_early,
-            stop_reason=stop_reason,
-        )
-
-    def _sample_requests(
-        self, conversation: tuple[Message, ...], prompts: Sequence[str], n: int, *, round_index: int
-    ) -> list[GenerationRequest]:
-        cfg = self.config
-        return [
-            GenerationRequest(
-                messages=with_user_prompt(conversation, p),
-                n=n,
-                temperature=cfg.temperature,
-                max_tokens=cfg.max_tokens,
-                seed_offset=round_index,
-            )
-            for p in prompts
-        ]
-
-    async def _score(
-        self,
-        prompts: Sequence[str],
-        answers: Sequence[Sequence[str]],
-        reply: Generation,
-        timings: dict[str, float],
-    ) -> SampleScores:
-        cfg = self.config
-        with self._tracing.span(SCORE_SPAN, n_prompts=len(prompts)) as score_span:
-            t = time.perf_counter()
-            try:
-                scored = await asyncio.to_thread(
-                    score_samples,
-                    embedder=self._tracing.embedder(self.embedder),
-                    prompts=prompts,
-                    answers=answers,
-                    reply=reply.texts[0],
-                    similarity=cfg.similarity,
-                    n_bootstrap=cfg.n_bootstrap,
-                    seed=cfg.seed,
-                    cluster_threshold=cfg.cluster_threshold,
-                    reply_logprobs=reply.token_logprobs[0] if reply.token_logprobs else None,
-                    reply_entropies=reply.token_entropies[0] if reply.token_entropies else None,
-                )
-            except Exception as exc:  # never worse than no guard: the reply stands, unscored
-                logger.warning("scoring failed: %s", exc, exc_info=True)
-                scored = SampleScores(
-                    degraded_reasons=[f"scoring failed ({type(exc).__name__}): {exc}"]
-                )
-            score_span.set_attribute("uq_guard.method", scored.method)
-        timings["score"] += _ms_since(t)
-        return scored
-
-    def _settled(
-        self, scored: SampleScores, samples: _Samples, calibrate: bool
-    ) -> tuple[bool, str]:
-        """Whether round 1 settles the call (adaptive sampling), and why in words."""
-        cfg = self.config
-        if samples.n_failed:
-            return False, f"round 1 lost {samples.n_failed} of {samples.n_requested} samples"
-        agreement = scored.answer_agreement
-        # a hair of slack so that 1.0 is reachable through float shares
-        if (
-            agreement is not None
-            and cfg.adaptive_agreement is not None
-            and agreement >= cfg.adaptive_agreement - 1e-9
-        ):
-            return True, (
-                f"round 1 agreed: {agreement:.0%} of its answers in one cluster "
-                f"(needed {cfg.adaptive_agreement:.0%})"
-            )
-        confidence = self._policy_confidence(scored, calibrate)
-        if confidence is not None and cfg.adaptive_margin is not None:
-            gap = abs(confidence - cfg.threshold)
-            if gap >= cfg.adaptive_margin:
-                return True, (
-                    f"round-1 confidence {confidence:.2f} is {gap:.2f} from the threshold "
-                    f"{cfg.threshold} (margin {cfg.adaptive_margin})"
-                )
-        shown = "none" if agreement is None else f"{agreement:.0%}"
-        return False, f"round 1 did not settle the call (agreement {shown}): sampled the rest"
-
-    def _policy_confidence(self, scored: SampleScores, calibrate: bool) -> float | None:
-        """The confidence the policy would act on, without touching ``scored``."""
-        if not calibrate or self.calibrator is None:
-            return scored.confidence
-        reading = self._calibration_input(scored)
-        return scored.confidence if reading.probability is None else reading.probability
-
-    def _calibrate(self, scored: SampleScores, degraded: list[str]) -> float | None:
-        """Replace ``scored.confidence`` by the calibrator's P(correct); the raw value, or None.
-
-        Only the guarded model's own scores are calibrated (the fallback is
-        another model). A Platt or isotonic map of the confidence applies only
-        when it was fitted on the same scorer: a map fitted on Inv-Entropy's
-        confidence says nothing about Degree's. A fused calibrator picks the
-        sub-model fitted for the scores this call has; when it had to impute
-        one, the report is degraded and says so. A calibration that does not
-        apply (or fails) degrades it too: the confidence is not what was asked.
-        """
-        if self.calibrator is None or scored.confidence is None:
-            return None
-        reading = self._calibration_input(scored)
-        if reading.probability is None:
-            degraded.append(f"{reading.note}; confidence left uncalibrated")
-            return None
-        if reading.note:
-            degraded.append(reading.note)
-        raw = scored.confidence
-        scored.confidence = reading.probability
-        return raw
-
-    def _calibration_input(self, scored: SampleScores) -> CalibratedConfidence:
-        """The calibrator's reading of this call's confidence and scores: P(correct), or why not."""
-        assert self.calibrator is not None
-        try:
-            return self.calibrator.calibrate(
-                scored.scores, confidence=scored.confidence, method=scored.method
-            )
-        except ConfigurationError as exc:  # a value the map refuses must not lose the reply
-            return CalibratedConfidence(None, f"calibration failed: {exc}")
-
     async def _run_fallback(
         self, conversation: tuple[Message, ...], prompt: str, perturbation: PerturbationResult
     ) -> GuardResult | str:
         """The fallback model's guarded reply, or why it could not be had."""
         assert self.fallback is not None
         try:
-            assessment = await self._assess(self.fallback, conversation, prompt, perturbation)
+            assessment = await self._assessor.assess(
+                self.fallback, conversation, prompt, perturbation
+            )
         except GenerationError as exc:
             return f"fallback model failed, original reply kept: {exc}"
         report = _report(
@@ -604,7 +355,7 @@ class Guard:
 
 
 def _report(
-    assessment: _Assessment,
+    assessment: Assessment,
     perturbation: PerturbationResult,
     *,
     usage: Usage,
@@ -675,16 +426,3 @@ def _perturbation_shortfall(perturbation: PerturbationResult) -> list[str]:
     if real < asked:
         return [f"{real} of {asked} perturbations are real variants"]
     return []
-
-
-def _add_verbalized(scored: SampleScores, answer: Generation, degraded: list[str]) -> None:
-    """Put the model's stated confidence in ``scored.scores``, or say why there is none."""
-    confidence, note = read_verbalized(answer)
-    if confidence is None:
-        degraded.append(note or "verbalized confidence missing")
-        return
-    scored.scores[VERBALIZED_SCORE] = confidence
-
-
-def _ms_since(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000.0, 3)

@@ -9,9 +9,23 @@ with token log-probabilities and entropies from the raw logits.
 >>> model = HuggingFaceChatModel.default()   # SmolLM2-135M-Instruct, provisioned once
 
 Needs the ``local`` extra: ``pip install 'uq-guard[local]'``.
+
+The modules, one job each: ``chat_model`` (the LangChain class),
+``loading`` (weights, tokenizer and their lock), ``request_batching`` (a
+round of requests, grouped by sampling settings), ``batched_generation``
+(one padded ``generate``), ``logit_statistics``, ``chat_prompt`` (messages
+checked and encoded), ``shipped_calibration`` and ``provision`` (the
+bundled SmolLM2 and its calibration).
 """
 
 from uq_guard_hf.chat_model import HuggingFaceChatModel
 from uq_guard_hf.provision import default_model_path, provision_default_model
+from uq_guard_hf.shipped_calibration import DEFAULT_CALIBRATION, shipped_guard_defaults
 
-__all__ = ["HuggingFaceChatModel", "default_model_path", "provision_default_model"]
+__all__ = [
+    "DEFAULT_CALIBRATION",
+    "HuggingFaceChatModel",
+    "default_model_path",
+    "provision_default_model",
+    "shipped_guard_defaults",
+]

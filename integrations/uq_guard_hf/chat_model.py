@@ -11,17 +11,23 @@ describe the model and not the sampler.
 One torch model serves one ``generate`` at a time (a lock), in a worker thread
 so the event loop stays free. Copies made with ``model_copy`` share the loaded
 model, its tokenizer and the lock.
+
+This module is the LangChain class and its fields; the work is done in:
+
+* :mod:`uq_guard_hf.loading`: loading the weights, and the shared lock;
+* :mod:`uq_guard_hf.request_batching`: a round of requests, grouped and batched;
+* :mod:`uq_guard_hf.batched_generation`: one padded ``generate`` (pure);
+* :mod:`uq_guard_hf.logit_statistics`: log-probabilities and entropies;
+* :mod:`uq_guard_hf.chat_prompt`: messages checked and encoded for the template;
+* :mod:`uq_guard_hf.shipped_calibration`: the calibration shipped for SmolLM2
+  (:data:`DEFAULT_CALIBRATION`, :func:`shipped_guard_defaults`, re-exported here).
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
-import threading
-import time
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, overload
 
@@ -32,11 +38,12 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatResult, LLMResult
 from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from uq_guard._exceptions import ConfigurationError, MissingDependencyError
-from uq_guard.backend import Generation, GenerationRequest, Message, Usage
-from uq_guard.calibration import load_calibration
-from uq_guard.config import GuardConfig
-from uq_guard.embeddings import pick_device
+from uq_guard._exceptions import ConfigurationError
+from uq_guard.backend import Generation, GenerationRequest
+from uq_guard_hf.batched_generation import SamplingSettings
+from uq_guard_hf.loading import SUPPORTED_DTYPES, ModelRuntime, resolve_device_and_dtype
+from uq_guard_hf.request_batching import RequestOutcome, answer_requests, sampling_settings
+from uq_guard_hf.shipped_calibration import DEFAULT_CALIBRATION, shipped_guard_defaults
 
 if TYPE_CHECKING:
     import torch
@@ -46,197 +53,8 @@ __all__ = ["DEFAULT_CALIBRATION", "HuggingFaceChatModel", "shipped_guard_default
 
 logger = logging.getLogger(__name__)
 
-_SUPPORTED_DTYPES = ("float32", "float16", "bfloat16")
-_SUPPORTED_ROLES = ("system", "user", "assistant", "tool")
 # LangChain passes these tracing hints to every model; they are not generation options.
 _IGNORED_CALL_OPTION_PREFIX = "ls_"
-
-DEFAULT_CALIBRATION = (
-    Path(__file__).resolve().parent / "calibrations" / "smollm2-135m-instruct.json"
-)
-"""The calibration fitted for the bundled SmolLM2-135M-Instruct, shipped in the wheel."""
-
-
-def shipped_guard_defaults(path: str | Path | None = None) -> dict[str, Any]:
-    """The guard settings that go with a shipped calibration file.
-
-    Args:
-        path: the calibration file; :data:`DEFAULT_CALIBRATION` when None.
-
-    Returns:
-        ``{"calibration": "<path>", **settings}``, ``settings`` being the
-        :class:`~uq_guard.GuardConfig` settings the file was fitted under
-        (its ``fitted_with``), so that a guard over the model samples as the
-        calibration expects, and as ``threshold`` the file's base rate
-        (:attr:`~uq_guard.calibration.Calibrator.base_rate`: abstain when the
-        scores make a wrong answer more likely than before looking);
-        ``{}`` when the file is absent, or unusable (logged): the model is
-        then guarded uncalibrated, as any other. The file's risk-controlled
-        threshold (ALGORITHMS §6), when feasible, is the stricter choice a
-        user can pass as ``threshold``.
-    """
-    source = DEFAULT_CALIBRATION if path is None else Path(path)
-    if not source.is_file():
-        return {}
-    try:
-        calibrator = load_calibration(source)
-        fitted = {
-            key: value
-            for key, value in (calibrator.fitted_with or {}).items()
-            if key in GuardConfig.model_fields and key != "calibration"
-        }
-        if calibrator.base_rate is not None:
-            fitted["threshold"] = calibrator.base_rate
-        GuardConfig(calibration=calibrator, **fitted)  # settings a guard will accept
-    except ConfigurationError as exc:
-        logger.warning("shipped calibration %s not used: %s", source, exc)
-        return {}
-    return {"calibration": str(source), **fitted}
-
-
-def _dtype_name(dtype: Any) -> str:
-    # Accept "float16", "torch.float16" and torch.float16 alike.
-    return str(dtype).removeprefix("torch.")
-
-
-class _ModelRuntime:
-    """The loaded torch model and tokenizer, and the lock that serialises their use.
-
-    Shared, never copied, by ``model_copy`` and ``deepcopy`` of the chat model:
-    the weights are a resource, not data.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.model: PreTrainedModel | None = None
-        self.tokenizer: PreTrainedTokenizerBase | None = None
-        self.loaded_from: tuple[str, str | None, str, str] | None = None
-
-    def __copy__(self) -> _ModelRuntime:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _ModelRuntime:
-        return self
-
-
-@dataclass(frozen=True)
-class _SamplingSettings:
-    """What one batched ``model.generate`` call shares; requests are grouped by it."""
-
-    temperature: float | None
-    max_new_tokens: int
-    n: int
-    want_logprobs: bool
-    seed_offset: int = 0
-
-    @property
-    def do_sample(self) -> bool:
-        return self.temperature is not None and self.temperature > 0
-
-
-@dataclass
-class _Answer:
-    """One decoded answer, with the token ids it was decoded from."""
-
-    text: str
-    token_ids: list[int]
-    token_logprobs: list[float] | None
-    token_entropies: list[float] | None
-    finish_reason: str
-
-
-@dataclass
-class _RequestOutcome:
-    """Everything one request produced, richer than a :class:`Generation`."""
-
-    answers: list[_Answer] = field(default_factory=list)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    error: BaseException | None = None
-
-    def to_generation(self) -> Generation:
-        if self.error is not None:
-            return Generation(error=self.error)
-        want_logprobs = bool(self.answers) and self.answers[0].token_logprobs is not None
-        return Generation(
-            texts=[answer.text for answer in self.answers],
-            token_logprobs=(
-                [list(answer.token_logprobs or []) for answer in self.answers]
-                if want_logprobs
-                else None
-            ),
-            token_entropies=(
-                [list(answer.token_entropies or []) for answer in self.answers]
-                if want_logprobs
-                else None
-            ),
-            raw=[answer.text for answer in self.answers],
-            usage=Usage(
-                prompt_tokens=self.prompt_tokens,
-                completion_tokens=self.completion_tokens,
-                model_calls=1,
-            ),
-        )
-
-
-def _normalise_message(message: Any, position: int) -> Message:
-    """Check one OpenAI-style message and flatten its content to a string for the template."""
-    if not isinstance(message, Mapping):
-        raise ConfigurationError(
-            f"message {position} must be a dict with 'role' and 'content', "
-            f"got {type(message).__name__}"
-        )
-    role = message.get("role")
-    if role == "developer":
-        role = "system"
-    if role not in _SUPPORTED_ROLES:
-        raise ConfigurationError(
-            f"message {position} has role {role!r}; allowed roles: {', '.join(_SUPPORTED_ROLES)}"
-        )
-    if "content" not in message:
-        raise ConfigurationError(f"message {position} ({role}) has no 'content'")
-    content = message["content"]
-    if content is None:
-        # An assistant turn that only called tools: nothing to show the template.
-        content = ""
-    elif isinstance(content, list):
-        texts = []
-        for part in content:
-            if isinstance(part, str):
-                texts.append(part)
-            elif isinstance(part, Mapping) and part.get("type") == "text":
-                texts.append(str(part.get("text", "")))
-            else:
-                part_type = part.get("type") if isinstance(part, Mapping) else type(part).__name__
-                raise ConfigurationError(
-                    f"message {position} has a {part_type!r} content part; "
-                    "this local model reads text only"
-                )
-        content = "".join(texts)
-    elif not isinstance(content, str):
-        raise ConfigurationError(
-            f"message {position} content must be a string or a list of text parts, "
-            f"got {type(content).__name__}"
-        )
-    return {"role": role, "content": content}
-
-
-def _normalise_conversation(messages: Iterable[Any]) -> list[Message]:
-    conversation = [_normalise_message(message, i) for i, message in enumerate(messages)]
-    if not conversation:
-        raise ConfigurationError("the conversation is empty: give at least one message")
-    return conversation
-
-
-def _cut_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, bool]:
-    """Cut ``text`` at the earliest stop string; say whether one was found."""
-    if not stop:
-        return text, False
-    positions = [text.find(marker) for marker in stop if marker]
-    positions = [position for position in positions if position >= 0]
-    if not positions:
-        return text, False
-    return text[: min(positions)], True
 
 
 class HuggingFaceChatModel(BaseChatModel):
@@ -298,7 +116,7 @@ class HuggingFaceChatModel(BaseChatModel):
     # not a generation setting: kept out of dumps (and so of LangChain's cache keys)
     guard_defaults: dict[str, Any] = Field(default_factory=dict, exclude=True)
 
-    _runtime: _ModelRuntime = PrivateAttr(default_factory=_ModelRuntime)
+    _runtime: ModelRuntime = PrivateAttr(default_factory=ModelRuntime)
 
     @model_validator(mode="before")
     @classmethod
@@ -306,21 +124,16 @@ class HuggingFaceChatModel(BaseChatModel):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        if data.get("device") is None:
-            data["device"] = pick_device()
-        else:
-            data["device"] = str(data["device"])
-        if data.get("dtype") is None:
-            data["dtype"] = "float16" if data["device"].startswith("cuda") else "float32"
-        else:
-            data["dtype"] = _dtype_name(data["dtype"])
+        data["device"], data["dtype"] = resolve_device_and_dtype(
+            data.get("device"), data.get("dtype")
+        )
         return data
 
     @field_validator("dtype")
     @classmethod
     def _check_dtype(cls, value: str) -> str:
-        if value not in _SUPPORTED_DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(_SUPPORTED_DTYPES)}, got {value!r}")
+        if value not in SUPPORTED_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(SUPPORTED_DTYPES)}, got {value!r}")
         return value
 
     # -- construction ---------------------------------------------------------
@@ -396,52 +209,7 @@ class HuggingFaceChatModel(BaseChatModel):
 
     def _load_locked(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         """Load the weights unless loaded; the caller holds the runtime lock."""
-        wanted = (self.model_name, self.gguf_file, self.device, self.dtype)
-        runtime = self._runtime
-        if runtime.model is not None and runtime.tokenizer is not None:
-            if runtime.loaded_from == wanted:
-                return runtime.model, runtime.tokenizer
-            raise ConfigurationError(
-                f"this model was loaded from {runtime.loaded_from}, but its fields now say "
-                f"{wanted}; model_copy shares the loaded weights, so build a new model "
-                "with from_pretrained to change model_name, gguf_file, device or dtype"
-            )
-        try:
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-        except ImportError as exc:
-            raise MissingDependencyError("local models", "local") from exc
-
-        started = time.perf_counter()
-        load_options: dict[str, Any] = {}
-        if self.gguf_file is not None:
-            load_options["gguf_file"] = self.gguf_file
-        tokenizer = AutoTokenizer.from_pretrained(self.model_name, **load_options)
-        model = AutoModelForCausalLM.from_pretrained(
-            self.model_name, dtype=getattr(torch, self.dtype), **load_options
-        )
-        if self.gguf_file is not None:
-            # The GGUF weights are dequantised on load; drop the quantiser so
-            # moving the model between devices is allowed.
-            model.hf_quantizer = None
-        model.to(self.device)
-        model.eval()
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        if tokenizer.chat_template is None:
-            raise ConfigurationError(
-                f"{self.model_name} has no chat template; HuggingFaceChatModel needs a chat model"
-            )
-        runtime.model, runtime.tokenizer, runtime.loaded_from = model, tokenizer, wanted
-        logger.info(
-            "loaded %s on %s (%s) in %.2f s",
-            self.model_name,
-            self.device,
-            self.dtype,
-            time.perf_counter() - started,
-        )
-        return model, tokenizer
+        return self._runtime.load_locked(self.model_name, self.gguf_file, self.device, self.dtype)
 
     # -- the uq_guard Backend -------------------------------------------------
 
@@ -499,249 +267,27 @@ class HuggingFaceChatModel(BaseChatModel):
 
     def _run_requests_blocking(
         self, requests: Sequence[GenerationRequest], stop: Sequence[str] | None = None
-    ) -> list[_RequestOutcome]:
+    ) -> list[RequestOutcome]:
         """Answer requests in batched ``generate`` calls; never raises for a request."""
-        outcomes = [_RequestOutcome() for _ in requests]
         with self._runtime.lock:
             try:
                 model, tokenizer = self._load_locked()
             except Exception as exc:
                 logger.warning("could not load %s: %s", self.model_name, exc)
-                for outcome in outcomes:
-                    outcome.error = exc
-                return outcomes
-
-            groups: dict[_SamplingSettings, list[tuple[int, list[int]]]] = {}
-            for index, request in enumerate(requests):
-                try:
-                    settings = self._settings_for(request)
-                    prompt_ids = self._encode_prompt(model, tokenizer, request.messages)
-                except Exception as exc:
-                    outcomes[index].error = exc
-                    continue
-                groups.setdefault(settings, []).append((index, prompt_ids))
-
-            for settings, members in groups.items():
-                try:
-                    answers_per_prompt, completion_tokens = self._generate_group(
-                        model, tokenizer, settings, [prompt_ids for _, prompt_ids in members], stop
-                    )
-                except Exception as exc:  # one failed group must not sink the others
-                    logger.warning("batched generate of %d prompt(s) failed: %r", len(members), exc)
-                    for index, _ in members:
-                        outcomes[index].error = exc
-                    continue
-                for (index, prompt_ids), answers, spent in zip(
-                    members, answers_per_prompt, completion_tokens, strict=True
-                ):
-                    outcomes[index].answers = answers
-                    outcomes[index].prompt_tokens = len(prompt_ids)
-                    outcomes[index].completion_tokens = spent
-        return outcomes
-
-    def _settings_for(self, request: GenerationRequest) -> _SamplingSettings:
-        if request.n < 1:
-            raise ConfigurationError(f"n must be at least 1, got {request.n}")
-        temperature = request.temperature if request.temperature is not None else self.temperature
-        if temperature is not None and temperature < 0:
-            raise ConfigurationError(f"temperature must be >= 0, got {temperature}")
-        max_new_tokens = request.max_tokens if request.max_tokens is not None else self.max_tokens
-        if max_new_tokens < 1:
-            raise ConfigurationError(f"max_tokens must be at least 1, got {max_new_tokens}")
-        return _SamplingSettings(
-            temperature=temperature if temperature else None,
-            max_new_tokens=max_new_tokens,
-            n=request.n,
-            want_logprobs=request.want_logprobs,
-            seed_offset=request.seed_offset,
-        )
-
-    def _encode_prompt(
-        self,
-        model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        messages: Iterable[Any],
-    ) -> list[int]:
-        conversation = _normalise_conversation(messages)
-        prompt_text = tokenizer.apply_chat_template(
-            conversation, add_generation_prompt=True, tokenize=False
-        )
-        # The template already writes every special token the model expects.
-        prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-        context_length = getattr(model.config, "max_position_embeddings", None)
-        if context_length is not None and len(prompt_ids) >= context_length:
-            raise ConfigurationError(
-                f"the prompt is {len(prompt_ids)} tokens; {self.model_name} reads at most "
-                f"{context_length}"
+                return [RequestOutcome(error=exc) for _ in requests]
+            return answer_requests(
+                model,
+                tokenizer,
+                requests,
+                settings_for=self._settings_for,
+                model_name=self.model_name,
+                seed=self.seed,
+                stop=stop,
             )
-        return list(prompt_ids)
 
-    def _stop_token_ids(
-        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
-    ) -> set[int]:
-        stop_ids: set[int] = set()
-        for candidate in (
-            model.generation_config.eos_token_id,
-            tokenizer.eos_token_id,
-            tokenizer.pad_token_id,
-        ):
-            if isinstance(candidate, int):
-                stop_ids.add(candidate)
-            elif isinstance(candidate, Iterable):
-                stop_ids.update(int(token_id) for token_id in candidate)
-        return stop_ids
-
-    def _generate_group(
-        self,
-        model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        settings: _SamplingSettings,
-        prompts: list[list[int]],
-        stop: Sequence[str] | None,
-    ) -> tuple[list[list[_Answer]], list[int]]:
-        """Run one left-padded batched ``generate``; return answers and tokens spent per prompt."""
-        import torch
-        from transformers import GenerationConfig
-
-        pad_id = tokenizer.pad_token_id
-        stop_ids = self._stop_token_ids(model, tokenizer)
-        eos_ids = sorted(stop_ids - {pad_id}) or [pad_id]
-        # Greedy decoding gives n identical answers: decode once, copy n times.
-        sequences_per_prompt = settings.n if settings.do_sample else 1
-
-        padded_length = max(len(prompt) for prompt in prompts)
-        input_ids = torch.full((len(prompts), padded_length), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), padded_length), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            input_ids[row, padded_length - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-            attention_mask[row, padded_length - len(prompt) :] = 1
-
-        config_options: dict[str, Any] = {
-            "max_new_tokens": settings.max_new_tokens,
-            "num_return_sequences": sequences_per_prompt,
-            "do_sample": settings.do_sample,
-            "pad_token_id": pad_id,
-            "eos_token_id": eos_ids,
-            "return_dict_in_generate": True,
-            "output_logits": settings.want_logprobs,
-        }
-        if settings.do_sample:
-            # Plain ancestral sampling at the given temperature: the model's own
-            # top-k/top-p defaults would bias the uncertainty estimate.
-            config_options.update(temperature=settings.temperature, top_k=0, top_p=1.0)
-        generate_options: dict[str, Any] = {}
-        if stop:
-            # Stop strings end a sequence early (saving the tokens after them);
-            # transformers needs the tokenizer to find them across token borders.
-            config_options["stop_strings"] = list(stop)
-            generate_options["tokenizer"] = tokenizer
-
-        started = time.perf_counter()
-        with torch.inference_mode():
-            if settings.do_sample and self.seed is not None:
-                torch.manual_seed(self.seed + settings.seed_offset)
-            output = model.generate(
-                input_ids=input_ids.to(model.device),
-                attention_mask=attention_mask.to(model.device),
-                generation_config=GenerationConfig(**config_options),
-                **generate_options,
-            )
-            generated = output.sequences[:, padded_length:]
-            chosen_logprobs, entropies = (
-                self._raw_logit_statistics(output.logits, generated)
-                if settings.want_logprobs
-                else (None, None)
-            )
-        generated_rows = generated.tolist()
-        logger.debug(
-            "generate: %d prompt(s) x %d, %d new tokens max, %.2f s",
-            len(prompts),
-            sequences_per_prompt,
-            generated.shape[1],
-            time.perf_counter() - started,
-        )
-
-        answers_per_prompt: list[list[_Answer]] = []
-        completion_tokens: list[int] = []
-        for prompt_index in range(len(prompts)):
-            answers: list[_Answer] = []
-            spent = 0
-            for sample in range(sequences_per_prompt):
-                row = prompt_index * sequences_per_prompt + sample
-                token_ids = generated_rows[row]
-                end = next(
-                    (position for position, token in enumerate(token_ids) if token in stop_ids),
-                    len(token_ids),
-                )
-                finished = end < len(token_ids)
-                kept_ids = token_ids[:end]
-                text = tokenizer.decode(kept_ids, skip_special_tokens=True).strip()
-                text, stopped = _cut_at_stop(text, stop)
-                if stopped:
-                    kept_ids = self._tokens_covering(tokenizer, kept_ids, len(text))
-                answers.append(
-                    _Answer(
-                        text=text,
-                        token_ids=kept_ids,
-                        token_logprobs=(
-                            chosen_logprobs[row][: len(kept_ids)]
-                            if chosen_logprobs is not None
-                            else None
-                        ),
-                        token_entropies=(
-                            entropies[row][: len(kept_ids)] if entropies is not None else None
-                        ),
-                        finish_reason="stop" if finished or stopped else "length",
-                    )
-                )
-                # The end-of-sequence token was computed too: it counts as spent.
-                spent += end + (1 if finished else 0)
-            if sequences_per_prompt < settings.n:
-                answers = [copy.deepcopy(answers[0]) for _ in range(settings.n)]
-            answers_per_prompt.append(answers)
-            completion_tokens.append(spent)
-        return answers_per_prompt, completion_tokens
-
-    @staticmethod
-    def _raw_logit_statistics(
-        step_logits: Sequence[torch.Tensor], generated: torch.Tensor
-    ) -> tuple[list[list[float]], list[list[float]]]:
-        """Log-probability of each chosen token and entropy of each step, from raw logits.
-
-        Args:
-            step_logits: one ``(rows, vocab)`` tensor per generated step, as
-                ``generate(output_logits=True)`` returns them (before any
-                logits processor).
-            generated: the ``(rows, steps)`` generated token ids.
-
-        Returns:
-            Per row, the chosen tokens' log-probabilities and the per-step
-            entropies in nats.
-        """
-        import torch
-
-        chosen_per_step = []
-        entropy_per_step = []
-        for step, logits in enumerate(step_logits):
-            log_probs = torch.log_softmax(logits.float(), dim=-1)
-            chosen = generated[:, step].unsqueeze(-1).to(log_probs.device)
-            chosen_per_step.append(log_probs.gather(-1, chosen).squeeze(-1))
-            # entr(p) = -p log p with entr(0) = 0, so masked (-inf) logits are harmless.
-            entropy_per_step.append(torch.special.entr(log_probs.exp()).sum(dim=-1))
-        chosen_logprobs = torch.stack(chosen_per_step, dim=1).cpu().tolist()
-        entropies = torch.stack(entropy_per_step, dim=1).clamp_min(0.0).cpu().tolist()
-        return chosen_logprobs, entropies
-
-    @staticmethod
-    def _tokens_covering(
-        tokenizer: PreTrainedTokenizerBase, token_ids: list[int], text_length: int
-    ) -> list[int]:
-        """The shortest prefix of ``token_ids`` whose decoded text reaches ``text_length``."""
-        for count in range(len(token_ids) + 1):
-            decoded = tokenizer.decode(token_ids[:count], skip_special_tokens=True).lstrip()
-            if len(decoded) >= text_length:
-                return token_ids[:count]
-        return token_ids
+    def _settings_for(self, request: GenerationRequest) -> SamplingSettings:
+        """The batch group of ``request``, this model's fields filling what it leaves unset."""
+        return sampling_settings(request, temperature=self.temperature, max_tokens=self.max_tokens)
 
     # -- LangChain ------------------------------------------------------------
 
@@ -809,7 +355,7 @@ class HuggingFaceChatModel(BaseChatModel):
         # Callback managers are not shared with the worker thread.
         return await asyncio.to_thread(self._generate, messages, stop, None, **kwargs)
 
-    def _chat_result(self, outcome: _RequestOutcome, want_logprobs: bool) -> ChatResult:
+    def _chat_result(self, outcome: RequestOutcome, want_logprobs: bool) -> ChatResult:
         answer = outcome.answers[0]
         usage = UsageMetadata(
             input_tokens=outcome.prompt_tokens,

@@ -1,62 +1,49 @@
-"""``GuardedChatModel``: a LangChain chat model that wraps another and reports its uncertainty."""
+"""``GuardedChatModel``: a LangChain chat model that wraps another and reports its uncertainty.
+
+This module is the class: its settings, its LangChain interface and the
+guarded call. Its parts live beside it: :mod:`uq_guard_langchain.guards`
+(the Guard built once and shared with copies), :mod:`uq_guard_langchain.replies`
+(the native reply carrying the report, and its stream chunks),
+:mod:`uq_guard_langchain.run_tracing` (the report as a child run in traces)
+and :mod:`uq_guard_langchain.backend` (the inner model as a uq_guard Backend).
+"""
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.callbacks import (
-    AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
     BaseCallbackManager,
-    CallbackManager,
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseChatModel, LangSmithParams
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 # Submodules, not the ``uq_guard`` root: the root's ``guard()`` imports this package.
 from uq_guard._exceptions import ConfigurationError, DegradedResultError, UncertaintyAbstention
-from uq_guard._guard_cache import GuardCache, config_key
 from uq_guard._sync import run_sync
-from uq_guard.backend import Backend, is_backend
+from uq_guard.backend import is_backend
 from uq_guard.config import GuardConfig
-from uq_guard.engine import Guard, GuardResult
+from uq_guard.engine import Guard
 from uq_guard.report import UncertaintyReport
-from uq_guard_langchain.backend import (
-    CallContext,
-    LangChainBackend,
-    call_context,
-    has_temperature,
+from uq_guard_langchain.backend import CallContext, call_context, has_temperature
+from uq_guard_langchain.guards import SharedGuards
+from uq_guard_langchain.replies import METADATA_KEY, annotated, chosen_message, stream_chunks
+from uq_guard_langchain.run_tracing import (
+    REPORT_RUN_NAME,
+    atrace_report,
+    child_callbacks,
+    report_metadata,
+    report_tags,
+    trace_report,
 )
 
-METADATA_KEY = "uq_guard"
-"""Where the report lands: ``message.response_metadata["uq_guard"]``."""
-
-REPORT_RUN_NAME = "uq_guard"
-"""The name of the child run that carries the report in its metadata and tags."""
-
-
-class _Guards(GuardCache):
-    """A ``GuardedChatModel``'s Guards, shared with its shallow copies.
-
-    Its Guards share one cap on model requests per ``max_concurrency``
-    (:meth:`~uq_guard._guard_cache.GuardCache.model_limit`), so a copy
-    (``bind_tools``) and the original count against one cap. A deep copy or
-    a pickle starts empty: a Guard holds locks and caches that belong to
-    this process.
-    """
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _Guards:
-        return _Guards(self.max_size)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_Guards, (self.max_size,))
+__all__ = ["METADATA_KEY", "REPORT_RUN_NAME", "GuardedChatModel", "report_metadata", "report_tags"]
 
 
 class GuardedChatModel(BaseChatModel):
@@ -127,7 +114,7 @@ class GuardedChatModel(BaseChatModel):
     streaming: bool = Field(
         False, description="Accepted for LangChain compatibility; stream() works either way."
     )
-    _guards: _Guards = PrivateAttr(default_factory=lambda: _Guards(max_size=4))
+    _guards: SharedGuards = PrivateAttr(default_factory=lambda: SharedGuards(max_size=4))
 
     @model_validator(mode="before")
     @classmethod
@@ -214,34 +201,12 @@ class GuardedChatModel(BaseChatModel):
     @property
     def guard(self) -> Guard:
         """The :class:`~uq_guard.Guard` every call of this model goes through (built once)."""
-        key = (
-            id(self.model),
-            id(self.fallback),
-            id(self.embedder),
-            id(self.perturber),
-            config_key(self.guard_config),
-        )
-        # The Guard holds the model, fallback, embedder and perturber (and so their ids)
-        # for as long as it is cached: an id in the key is never reused meanwhile.
-        return self._guards.get(key, self._build_guard)
-
-    def _build_guard(self) -> Guard:
-        cfg = self.guard_config
-
-        def backend(model: Runnable) -> Backend:
-            if is_backend(model):
-                return model
-            return LangChainBackend(
-                model, max_concurrency=cfg.max_concurrency, timeout_s=cfg.timeout_s
-            )
-
-        return Guard(
-            backend(self.model),
-            cfg,
+        return self._guards.guard_for(
+            self.model,
+            self.guard_config,
+            fallback=self.fallback,
             embedder=self.embedder,
             perturber=self.perturber,
-            fallback=None if self.fallback is None else backend(self.fallback),
-            model_limit=self._guards.model_limit(cfg.max_concurrency),
         )
 
     async def _aguard(
@@ -281,7 +246,7 @@ class GuardedChatModel(BaseChatModel):
                 else AIMessage(content=str(exc.reply or ""))
             )
             raise UncertaintyAbstention(
-                exc.report, reply=_annotated(native, exc.report, None)
+                exc.report, reply=annotated(native, exc.report, None)
             ) from None
         if not has_temperature(self.model) and not is_backend(self.model):
             # a note, not degradation: every sample came back, at the model's own setting
@@ -289,7 +254,7 @@ class GuardedChatModel(BaseChatModel):
                 f"{type(_chat_model(self.model)).__name__} has no temperature setting: "
                 "samples used the model's own"
             )
-        return _annotated(_chosen_message(result), result.report, result), result.report
+        return annotated(chosen_message(result), result.report, result), result.report
 
     def _guarded(
         self,
@@ -301,12 +266,12 @@ class GuardedChatModel(BaseChatModel):
         """The guarded reply, its report traced as a child run (sync twin of :meth:`_aguarded`)."""
         try:
             message, report = run_sync(
-                self._aguard(messages, stop, _child_callbacks(run_manager), kwargs)
+                self._aguard(messages, stop, child_callbacks(run_manager), kwargs)
             )
         except (UncertaintyAbstention, DegradedResultError) as exc:
-            _trace_report(run_manager, exc.report)
+            trace_report(run_manager, exc.report)
             raise
-        _trace_report(run_manager, report)
+        trace_report(run_manager, report)
         return message
 
     async def _aguarded(
@@ -319,12 +284,12 @@ class GuardedChatModel(BaseChatModel):
         """The guarded reply, its report traced as a child run of this model's run."""
         try:
             message, report = await self._aguard(
-                messages, stop, _child_callbacks(run_manager), kwargs
+                messages, stop, child_callbacks(run_manager), kwargs
             )
         except (UncertaintyAbstention, DegradedResultError) as exc:
-            await _atrace_report(run_manager, exc.report)
+            await atrace_report(run_manager, exc.report)
             raise
-        await _atrace_report(run_manager, report)
+        await atrace_report(run_manager, report)
         return message
 
     def _generate(
@@ -355,7 +320,7 @@ class GuardedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         message = self._guarded(messages, stop, run_manager, kwargs)
-        for chunk in _chunks(message):
+        for chunk in stream_chunks(message):
             if run_manager:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
@@ -368,92 +333,10 @@ class GuardedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         message = await self._aguarded(messages, stop, run_manager, kwargs)
-        for chunk in _chunks(message):
+        for chunk in stream_chunks(message):
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
-
-
-def report_metadata(report: UncertaintyReport) -> dict[str, Any]:
-    """The run metadata that carries ``report`` in traces.
-
-    The whole report (as in ``response_metadata``) under ``uq_guard``, and
-    flat scalar keys that trace UIs (LangSmith, Langfuse) can filter on.
-    """
-    return {
-        METADATA_KEY: report.model_dump(),
-        "uq_guard_confidence": report.confidence,
-        "uq_guard_decision": report.decision,
-        "uq_guard_method": report.method,
-        "uq_guard_policy": report.policy,
-        "uq_guard_threshold": report.threshold,
-        "uq_guard_calibrated": report.calibrated,
-        "uq_guard_degraded": report.degraded,
-    }
-
-
-def report_tags(report: UncertaintyReport) -> list[str]:
-    """The tags of the report's run: the decision, and ``uq_guard:degraded`` when it was."""
-    tags = [f"uq_guard:decision:{report.decision}"]
-    if report.degraded:
-        tags.append("uq_guard:degraded")
-    return tags
-
-
-def _report_manager(
-    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun,
-    report: UncertaintyReport,
-    manager_class: type[CallbackManager] | type[AsyncCallbackManager],
-) -> CallbackManager | AsyncCallbackManager:
-    """A callback manager for the report's run: a child of this model's run, with its metadata."""
-    manager = manager_class(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
-    manager.add_tags(report_tags(report), inherit=False)
-    manager.add_metadata(report_metadata(report), inherit=False)
-    return manager
-
-
-def _trace_report(run_manager: CallbackManagerForLLMRun | None, report: UncertaintyReport) -> None:
-    """Record ``report`` as the ``uq_guard`` child run (see :func:`report_metadata`)."""
-    if run_manager is None:
-        return
-    manager = _report_manager(run_manager, report, CallbackManager)
-    run = manager.on_chain_start(None, _report_inputs(report), name=REPORT_RUN_NAME)
-    run.on_chain_end({METADATA_KEY: report.model_dump()})
-
-
-async def _atrace_report(
-    run_manager: AsyncCallbackManagerForLLMRun | None, report: UncertaintyReport
-) -> None:
-    """Async twin of :func:`_trace_report`."""
-    if run_manager is None:
-        return
-    manager = _report_manager(run_manager, report, AsyncCallbackManager)
-    run = await manager.on_chain_start(None, _report_inputs(report), name=REPORT_RUN_NAME)
-    await run.on_chain_end({METADATA_KEY: report.model_dump()})
-
-
-def _report_inputs(report: UncertaintyReport) -> dict[str, Any]:
-    return {"policy": report.policy, "threshold": report.threshold}
-
-
-def _child_callbacks(
-    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
-) -> BaseCallbackManager | None:
-    """Callbacks for the inner calls, nested under this model's run.
-
-    An LLM run manager has no ``get_child`` (LLM runs are leaves in
-    LangChain's model), so this builds what ``ParentRunManager.get_child`` would.
-    """
-    if run_manager is None:
-        return None
-    manager = CallbackManager(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
-    return manager
 
 
 def _guard_defaults(model: Any) -> dict[str, Any]:
@@ -477,64 +360,3 @@ def _bind_tools(model: Runnable, tools: Sequence[Any], kwargs: dict[str, Any]) -
     if not hasattr(inner, "bind_tools"):
         raise NotImplementedError(f"{type(inner).__name__} does not support tool calling")
     return inner.bind_tools(tools, **kwargs)
-
-
-def _chosen_message(result: GuardResult) -> AIMessage:
-    """The native message for what the policy chose."""
-    decision = result.report.decision
-    source = (
-        result.reply
-        if decision == "answer"
-        else (result.fallback_reply if decision == "fallback" else None)
-    )
-    if source is not None and source.raw and isinstance(source.raw[0], AIMessage):
-        return source.raw[0]
-    return AIMessage(content=result.text)
-
-
-def _annotated(
-    message: AIMessage, report: UncertaintyReport, result: GuardResult | None
-) -> AIMessage:
-    """A copy of ``message`` carrying the report and the summed usage of all calls."""
-    update: dict[str, Any] = {
-        "response_metadata": {**message.response_metadata, METADATA_KEY: report.model_dump()},
-    }
-    if result is not None and result.usage.model_calls:
-        update["usage_metadata"] = {
-            "input_tokens": result.usage.prompt_tokens,
-            "output_tokens": result.usage.completion_tokens,
-            "total_tokens": result.usage.total_tokens,
-        }
-    return message.model_copy(update=update)
-
-
-_PIECES = re.compile(r"\s*\S+\s*|\s+")
-
-
-def _chunks(message: AIMessage) -> list[ChatGenerationChunk]:
-    """The message as stream chunks: text piece by piece, tool calls and report on the last."""
-    text = message.content if isinstance(message.content, str) else message.text
-    pieces = _PIECES.findall(text) if text else []
-    chunks = [
-        ChatGenerationChunk(message=AIMessageChunk(content=piece, id=message.id))
-        for piece in pieces
-    ]
-    final = AIMessageChunk(
-        content="" if pieces else (message.content if not isinstance(message.content, str) else ""),
-        id=message.id,
-        chunk_position="last",
-        response_metadata=message.response_metadata,
-        usage_metadata=message.usage_metadata,
-        tool_call_chunks=[
-            tool_call_chunk(name=c["name"], args=_json(c["args"]), id=c.get("id"), index=i)
-            for i, c in enumerate(message.tool_calls)
-        ],
-    )
-    chunks.append(ChatGenerationChunk(message=final))
-    return chunks
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value)

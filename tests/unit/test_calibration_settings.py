@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 from pydantic import Field
-from uq_guard_hf import chat_model as hf_chat_model
-from uq_guard_hf import provision
+from uq_guard_hf import provision, shipped_calibration
 from uq_guard_hf.chat_model import HuggingFaceChatModel, shipped_guard_defaults
 from uq_guard_langchain import GuardedChatModel
 
@@ -281,7 +280,7 @@ def default_without_weights(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_default_model_without_a_shipped_file_has_no_guard_defaults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_without_weights
 ) -> None:
-    monkeypatch.setattr(hf_chat_model, "DEFAULT_CALIBRATION", tmp_path / "absent.json")
+    monkeypatch.setattr(shipped_calibration, "DEFAULT_CALIBRATION", tmp_path / "absent.json")
 
     model = HuggingFaceChatModel.default()
 
@@ -292,7 +291,7 @@ def test_default_model_without_a_shipped_file_has_no_guard_defaults(
 def test_default_model_carries_the_shipped_calibration_and_its_settings(
     shipped: Path, monkeypatch: pytest.MonkeyPatch, default_without_weights
 ) -> None:
-    monkeypatch.setattr(hf_chat_model, "DEFAULT_CALIBRATION", shipped)
+    monkeypatch.setattr(shipped_calibration, "DEFAULT_CALIBRATION", shipped)
 
     model = HuggingFaceChatModel.default()
 
@@ -308,17 +307,17 @@ def test_default_model_carries_the_shipped_calibration_and_its_settings(
 def test_an_unusable_shipped_file_is_logged_and_skipped(tmp_path: Path, caplog) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text("{not json", encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="uq_guard_hf.chat_model"):
+    with caplog.at_level(logging.WARNING, logger="uq_guard_hf.shipped_calibration"):
         assert shipped_guard_defaults(broken) == {}
     assert "not used" in caplog.text
 
 
 def test_the_shipped_calibration_when_present_gives_valid_guard_settings() -> None:
     defaults = shipped_guard_defaults()
-    if not hf_chat_model.DEFAULT_CALIBRATION.is_file():
+    if not shipped_calibration.DEFAULT_CALIBRATION.is_file():
         assert defaults == {}
         return
-    assert defaults["calibration"] == str(hf_chat_model.DEFAULT_CALIBRATION)
+    assert defaults["calibration"] == str(shipped_calibration.DEFAULT_CALIBRATION)
     assert load_calibration(defaults["calibration"]).fitted_with is not None
     GuardConfig(**defaults)
 

@@ -2,7 +2,7 @@
 
 * No import cycle among the modules of ``uq_guard/`` and ``integrations/``.
 * ``uq_guard/`` imports no integration package, except in its top layer
-  (the ``guard()`` facade, the CLI and the evaluation runner), and there
+  (the ``guard()`` facade, the CLI and the evaluation backends), and there
   only inside functions, so that ``import uq_guard`` needs no extra.
 * ``uq_guard/`` imports no framework (LangChain, openai, FastAPI...).
 * The guard's run-time modules import nothing from ``uq_guard/evaluation/``.
@@ -27,9 +27,9 @@ INTEGRATIONS = frozenset(
     p.name for p in (ROOT / "integrations").iterdir() if (p / "__init__.py").is_file()
 )
 #: The top layer of ``uq_guard/``: it may import integrations, inside functions only.
-#: The evaluation runner is here for ``make_backend``, which turns "local", an
+#: The evaluation backends are here for ``make_backend``, which turns "local", an
 #: OpenAI URL or a LangChain model into a Backend.
-TOP_LAYER = frozenset({"uq_guard._guard", "uq_guard.cli", "uq_guard.evaluation.runner"})
+TOP_LAYER = frozenset({"uq_guard._guard", "uq_guard.cli", "uq_guard.evaluation.backends"})
 FRAMEWORKS = frozenset(
     {
         "langchain",

@@ -163,7 +163,7 @@ def test_wordnet_preloads_in_the_background_once_and_lookups_wait_for_it(wordnet
     # lookups from many threads at once (nltk's reader alone breaks: IndexError, garbled synsets)
     code = """
 import threading
-from uq_guard.perturb import lexicon
+from uq_guard.perturb import wordnet_lexicon as lexicon
 assert not lexicon._WORDNET
 lex = lexicon.WordNetLexicon()  # starts the preload
 assert lexicon.preload_wordnet() is lexicon._PRELOAD[0]  # a second lexicon: the same load

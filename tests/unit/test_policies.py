@@ -7,9 +7,18 @@ import pytest
 
 from tests.unit.fake_backend import FakeBackend, erratic
 from uq_guard import ConfigurationError, Guard, UncertaintyAbstention, UncertaintyReport
-from uq_guard.config import DEFAULT_REFUSAL
+from uq_guard.config import DEFAULT_REFUSAL, POLICIES
 from uq_guard.embeddings import SentenceTransformerEmbedder, shared_embedder
-from uq_guard.policies import best_supported, planned_decision, wants_action
+from uq_guard.policies import POLICIES as REGISTRY
+from uq_guard.policies import (
+    Policy,
+    Situation,
+    Verdict,
+    best_supported,
+    planned_decision,
+    policy_named,
+    wants_action,
+)
 
 QUESTION = "What is the capital of France?"
 REPLY = "Paris is the capital of France."
@@ -328,3 +337,80 @@ async def test_fallback_is_not_asked_when_there_is_no_estimate(embedder) -> None
     assert result.decision == "answer"
     assert result.report.fallback is None
     assert backup.calls == 0
+
+
+# -- each policy alone: a Situation in, a Verdict out (no model, no embedder) ---------
+
+
+def situation(confidence: float | None, **fields) -> Situation:
+    return Situation(
+        reply=REPLY, confidence=confidence, threshold=0.5, abstain_message=REFUSAL, **fields
+    )
+
+
+def test_every_policy_guardconfig_accepts_decides_and_acts_in_the_registry() -> None:
+    assert tuple(REGISTRY) == POLICIES
+    for name in POLICIES:
+        policy = policy_named(name)
+        assert isinstance(policy, Policy) and policy.name == name
+    with pytest.raises(ConfigurationError, match="unknown policy 'maybe'"):
+        policy_named("maybe")
+
+
+@pytest.mark.parametrize("name", POLICIES)
+@pytest.mark.parametrize("confidence", [0.5, 0.9, None])
+async def test_a_trusted_or_unscored_reply_passes_every_policy(name: str, confidence) -> None:
+    async def never() -> str:
+        raise AssertionError("the fallback model must not be asked")
+
+    verdict = await policy_named(name).decide(situation(confidence, ask_fallback=never))
+
+    assert verdict == Verdict("answer", REPLY)
+
+
+@pytest.mark.parametrize(("name", "raises"), [("abstain", False), ("raise", True)])
+async def test_abstain_and_raise_return_the_refusal_and_keep_the_reply(name, raises) -> None:
+    verdict = await policy_named(name).decide(situation(0.2))
+
+    assert verdict == Verdict("abstain", REFUSAL, original_reply=REPLY, raises=raises)
+
+
+async def test_annotate_returns_an_untrusted_reply_as_it_is() -> None:
+    assert await policy_named("annotate").decide(situation(0.0)) == Verdict("answer", REPLY)
+
+
+async def test_fallback_returns_the_fallback_answer_asked_once() -> None:
+    asked = []
+    answer = type("Answer", (), {"text": "Lima."})()
+
+    async def ask():
+        asked.append(1)
+        return answer
+
+    verdict = await policy_named("fallback").decide(situation(0.2, ask_fallback=ask))
+
+    assert verdict == Verdict("fallback", "Lima.", original_reply=REPLY, fallback=answer)
+    assert asked == [1]
+
+
+async def test_a_failed_fallback_keeps_the_reply_and_degrades() -> None:
+    async def ask() -> str:
+        return "fallback model failed, original reply kept: boom"
+
+    verdict = await policy_named("fallback").decide(situation(0.2, ask_fallback=ask))
+
+    assert verdict.decision == "answer" and verdict.text == REPLY
+    assert verdict.degraded_reasons == ("fallback model failed, original reply kept: boom",)
+    with pytest.raises(ConfigurationError, match="fallback model"):
+        await policy_named("fallback").decide(situation(0.2))
+
+
+async def test_best_of_returns_the_best_supported_sample_or_the_reply() -> None:
+    best_of = policy_named("best_of")
+    outlier = situation(
+        0.2, candidates=[REPLY, "Lima.", "Lima!"], support=np.array([0.1, 0.9, 0.8])
+    )
+    supported = situation(0.2, candidates=[REPLY, "Lima."], support=np.array([0.9, 0.1]))
+
+    assert await best_of.decide(outlier) == Verdict("best_of", "Lima.", original_reply=REPLY)
+    assert await best_of.decide(supported) == Verdict("answer", REPLY)

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from uq_guard._exceptions import ConfigurationError
-from uq_guard.scoring import entropy_area_score, gnll, mean_token_entropy
+from uq_guard.scoring import entropy_area_score, gnll, max_token_nll, mean_token_entropy
 
 
 def test_gnll_is_the_negative_sum_of_logprobs() -> None:
@@ -20,6 +20,19 @@ def test_gnll_of_no_tokens_is_zero() -> None:
 
 def test_gnll_of_an_impossible_token_is_infinite_not_nan() -> None:
     assert gnll([-0.1, -math.inf]) == math.inf
+
+
+def test_max_token_nll_reads_the_least_likely_token_whatever_the_length() -> None:
+    assert max_token_nll([-0.1, -2.5, -0.3]) == pytest.approx(2.5)
+    # a long, sure reply and a short one with the same weakest token score the same,
+    # where G-NLL grows with the length
+    long_sure = [-0.05] * 40 + [-1.0]
+    assert max_token_nll(long_sure) == max_token_nll([-1.0]) == pytest.approx(1.0)
+    assert gnll(long_sure) > gnll([-1.0])
+    assert max_token_nll([]) == 0.0
+    assert max_token_nll([-0.1, -math.inf]) == math.inf
+    with pytest.raises(ConfigurationError, match="NaN"):
+        max_token_nll([-0.1, math.nan])
 
 
 def test_mean_token_entropy() -> None:

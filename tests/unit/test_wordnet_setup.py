@@ -100,7 +100,7 @@ def test_a_second_run_does_nothing_and_is_fast(
 
 
 def test_nltk_reads_the_provisioned_corpus(wordnet: None) -> None:
-    from uq_guard.perturb.lexicon import _wordnet
+    from uq_guard.perturb.wordnet_lexicon import _wordnet
 
     wn = _wordnet()
     capital = wn.synsets("capital")

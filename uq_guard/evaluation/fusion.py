@@ -62,32 +62,33 @@ such a call.
 from __future__ import annotations
 
 import functools
-import itertools
-import warnings
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
-from scipy.special import expit, log_expit
 
 from uq_guard._exceptions import ConfigurationError, UndefinedMetricError
-from uq_guard.calibration import (
-    FEATURE_GROUPS,
-    GUARD_CONFIDENCE,
-    Calibrator,
-    FusedMapping,
-    HeldOutMetrics,
-    IsotonicMapping,
-    LogisticModel,
-    PlattMapping,
-    feature_values,
+from uq_guard.calibration import Calibrator, HeldOutMetrics
+from uq_guard.evaluation._arrays import import_sklearn
+from uq_guard.evaluation.fusion_features import (
+    ANSWER_SCORES,
+    DEFAULT_MIN_PRESENCE,
+    FusedData,
+    fused_data,
+    select_features,
 )
-from uq_guard.evaluation._arrays import as_correct, import_sklearn
-from uq_guard.evaluation.calibrators import fit_isotonic, fit_platt
+from uq_guard.evaluation.fusion_models import (
+    C_GRID,
+    CLIP,
+    MAX_AUROC_LOSS,
+    MIN_ECE_GAIN,
+    FitOptions,
+    Recalibration,
+    fit_mapping,
+    usable_folds,
+)
 from uq_guard.evaluation.metrics import MetricSummary, auroc, ece, evaluate, smooth_ece
-from uq_guard.evaluation.records import label_free_confidence
 
 __all__ = [
     "ANSWER_SCORES",
@@ -105,13 +106,6 @@ __all__ = [
     "select_features",
 ]
 
-DEFAULT_MIN_PRESENCE = 0.95
-C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-MIN_ECE_GAIN = 0.01
-MAX_AUROC_LOSS = 0.005
-CLIP = 5.0
-
-Recalibration = Literal["auto", "none", "platt", "isotonic"]
 _T = TypeVar("_T")
 
 
@@ -132,23 +126,6 @@ def _one_blas_thread(function: Callable[..., _T]) -> Callable[..., _T]:
             return function(*args, **kwargs)
 
     return wrapper
-
-
-@dataclass
-class FusedData:
-    """Labelled rows of feature values, ready to fit.
-
-    Attributes:
-        features: the column names.
-        table: ``(questions, features)`` values as confidences; NaN = missing.
-        correct: 0/1 per question.
-        method: the scorer behind most records' confidence (None for plain dicts).
-    """
-
-    features: list[str]
-    table: np.ndarray
-    correct: np.ndarray
-    method: str | None = None
 
 
 @dataclass(frozen=True)
@@ -208,314 +185,33 @@ class FusedEvaluation:
         return name, defined[name]
 
 
-# ---------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------
-
-
-def _rows_of(
-    data: Any, correct: Any, method: str | None
-) -> tuple[list[Mapping[str, Any]], list[float | None], list[str | None], np.ndarray]:
-    """Score dicts, confidences, methods and labels from records or ``(score dicts, correct)``."""
-    if correct is None and isinstance(data, tuple) and len(data) == 2:
-        first = data[0]
-        if isinstance(first, Sequence) and all(isinstance(item, Mapping) for item in first):
-            data, correct = first, data[1]
-    items = list(data)
-    if correct is not None:
-        if not all(isinstance(item, Mapping) for item in items):
-            raise ConfigurationError(
-                "with correct=..., data must be score dicts (one per question)"
-            )
-        labels = as_correct(correct)
-        if labels.size != len(items):
-            raise ConfigurationError(
-                f"score dicts and correct must have the same length, got {len(items)} and "
-                f"{labels.size}"
-            )
-        confidences = [item.get(GUARD_CONFIDENCE) for item in items]
-        return items, confidences, [method] * len(items), labels
-    records = [r for r in items if getattr(r, "error", None) is None]
-    if not records or not all(hasattr(r, "scores") and hasattr(r, "correct") for r in records):
-        raise ConfigurationError(
-            "data must be eval records (with scores, confidence and correct) holding at least "
-            "one answered question, or score dicts with correct=..."
-        )
-    labels = as_correct([bool(r.correct) for r in records])
-    return (
-        [r.scores for r in records],
-        [label_free_confidence(r) for r in records],
-        [getattr(r, "method", None) for r in records],
-        labels,
-    )
-
-
-#: The default features of a fused calibrator: scores that read the answers (module docstring).
-ANSWER_SCORES = frozenset(
-    {
-        "gnll",
-        "mean_token_entropy",
-        "entropy_area_score",
-        "reply_agreement",
-        "reply_agreement_perturbed",
-        "semantic_volume",
-        "semantic_entropy",
-        "verbalized_confidence",
-    }
-)
-
-
-def select_features(
-    rows: Sequence[Mapping[str, float | None]],
-    min_presence: float = DEFAULT_MIN_PRESENCE,
-    *,
-    answer_scores_only: bool = True,
-) -> list[str]:
-    """The default features: scores finite in at least ``min_presence`` of rows, not constant.
-
-    In first-seen order; only :data:`ANSWER_SCORES` unless ``answer_scores_only``
-    is False (and then every score but ``guard_confidence``; see the module
-    docstring); when none of :data:`ANSWER_SCORES` qualifies, every score.
-    """
-    if not 0.0 < min_presence <= 1.0:
-        raise ConfigurationError(f"min_presence must be in (0, 1], got {min_presence}")
-    if answer_scores_only:
-        chosen = select_features(rows, min_presence, answer_scores_only=False)
-        return [name for name in chosen if name in ANSWER_SCORES] or chosen
-    names = [n for n in dict.fromkeys(k for row in rows for k in row) if n != GUARD_CONFIDENCE]
-    chosen = []
-    for name in names:
-        values = np.array([_finite_or_nan(row.get(name)) for row in rows])
-        finite = values[np.isfinite(values)]
-        if finite.size >= min_presence * len(rows) and np.ptp(finite) > 1e-12:
-            chosen.append(name)
-    return chosen
-
-
-def _finite_or_nan(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return float("nan")
-    return number if np.isfinite(number) else float("nan")
-
-
-def fused_data(
+def _prepared(
     data: Any,
-    correct: Any = None,
+    correct: Any,
     *,
-    features: Sequence[str] | None = None,
-    method: str | None = None,
-    min_presence: float = DEFAULT_MIN_PRESENCE,
-) -> FusedData:
-    """Feature rows and labels from eval records, or from score dicts with ``correct``.
-
-    Args:
-        data: :class:`~uq_guard.evaluation.records.EvalRecord` s (failed ones
-            are skipped), or score dicts (a ``guard_confidence`` key gives
-            the label-free confidence), or a ``(score dicts, correct)`` tuple.
-        correct: 0/1 per score dict.
-        features: the features (default: :func:`select_features`).
-        method: with score dicts, the scorer behind their confidence.
-        min_presence: for the default features.
+    features: Sequence[str] | None,
+    method: str | None,
+    min_presence: float,
+    options: FitOptions,
+) -> tuple[FusedData, int]:
+    """The data to fit (options checked first), and the folds it allows (at least 2).
 
     Raises:
-        ConfigurationError: no data, unknown features, or no feature qualifies.
+        ConfigurationError: bad options or data, fewer than 2 right or 2 wrong answers.
+        MissingDependencyError: scikit-learn is not installed.
     """
-    rows, confidences, methods, labels = _rows_of(data, correct, method)
-    if not rows:
-        raise ConfigurationError("no questions to fit a fused calibrator on")
-    majority = Counter(m for m in methods if m is not None).most_common(1)
-    main_method = majority[0][0] if majority else None
-    if features is None:
-        with_confidence = [
-            {**row, GUARD_CONFIDENCE: conf} for row, conf in zip(rows, confidences, strict=True)
-        ]
-        chosen = select_features(with_confidence, min_presence)
-        if not chosen:
-            raise ConfigurationError(
-                f"no score is present in {min_presence:.0%} of the questions and varies; "
-                "name the features to fuse"
-            )
-    else:
-        chosen = list(dict.fromkeys(features))
-        if not chosen:
-            raise ConfigurationError("features is empty: name at least one score to fuse")
-        known = {k for row in rows for k in row} | {GUARD_CONFIDENCE}
-        unknown = [f for f in chosen if f not in known]
-        if unknown:
-            raise ConfigurationError(
-                f"no score {', '.join(map(repr, unknown))} in the data; known: {sorted(known)}"
-            )
-    table = np.stack(
-        [
-            feature_values(
-                row,
-                chosen,
-                confidence=conf,
-                missing=FEATURE_GROUPS["perturbations"]
-                if main_method is not None and m is not None and m != main_method
-                else frozenset(),
-            )
-            for row, conf, m in zip(rows, confidences, methods, strict=True)
-        ]
+    import_sklearn("fitting a fused calibrator")
+    options.check()
+    prepared = fused_data(
+        data, correct, features=features, method=method, min_presence=min_presence
     )
-    return FusedData(features=chosen, table=table, correct=labels, method=main_method)
-
-
-# ---------------------------------------------------------------------------
-# Fitting
-# ---------------------------------------------------------------------------
-
-
-def _feature_sets(features: list[str], fallbacks: bool) -> list[list[str]]:
-    """The full feature list, then the list without each group (and union of groups) it touches."""
-    sets = [features]
-    if not fallbacks:
-        return sets
-    groups = [g for g in FEATURE_GROUPS.values() if g & set(features)]
-    for size in range(1, len(groups) + 1):
-        for combo in itertools.combinations(groups, size):
-            dropped = frozenset().union(*combo)
-            rest = [f for f in features if f not in dropped]
-            if rest and rest not in sets:
-                sets.append(rest)
-    return sets
-
-
-def _log_loss(logit: np.ndarray, correct: np.ndarray) -> float:
-    return float(-(correct * log_expit(logit) + (1 - correct) * log_expit(-logit)).mean())
-
-
-def _n_folds(correct: np.ndarray, n_folds: int) -> int:
-    """Folds for stratified K-fold: at most the size of the smaller class."""
-    n_right = int(correct.sum())
-    return min(n_folds, n_right, correct.size - n_right)
-
-
-def _map_of(kind: str, logit: np.ndarray, correct: np.ndarray) -> PlattMapping | IsotonicMapping:
-    from sklearn.exceptions import ConvergenceWarning
-
-    fitter = fit_platt if kind == "platt" else fit_isotonic
-    with warnings.catch_warnings():  # an unpenalised Platt fit on well-separated logits
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        mapping = fitter(logit, correct, score="logit").mapping
-    assert isinstance(mapping, PlattMapping | IsotonicMapping)
-    return mapping
-
-
-def _choose_recalibration(
-    logit: np.ndarray,
-    correct: np.ndarray,
-    splits: list[tuple[np.ndarray, np.ndarray]],
-    option: Recalibration,
-) -> PlattMapping | IsotonicMapping | None:
-    """The map of the (out-of-fold) logit to keep, fitted on all of it; None = ``expit``."""
-    if option == "none":
-        return None
-    if option != "auto":
-        return _map_of(option, logit, correct)
-    base = expit(logit)
-    base_ece, base_auroc = smooth_ece(base, correct), auroc(base, correct)
-    best: tuple[float, str] | None = None
-    for kind in ("platt", "isotonic"):
-        mapped = np.empty_like(logit)
-        for train, test in splits:
-            mapped[test] = _map_of(kind, logit[train], correct[train]).apply(logit[test])
-        mapped = np.clip(mapped, 0.0, 1.0)
-        error = smooth_ece(mapped, correct)
-        if error > base_ece - MIN_ECE_GAIN or auroc(mapped, correct) < base_auroc - MAX_AUROC_LOSS:
-            continue
-        if best is None or error < best[0]:
-            best = (error, kind)
-    return None if best is None else _map_of(best[1], logit, correct)
-
-
-def _fit_model(
-    table: np.ndarray,
-    correct: np.ndarray,
-    columns: list[int],
-    features: list[str],
-    *,
-    C: float | None,
-    n_folds: int,
-    seed: int,
-    recalibration: Recalibration,
-    clip: float,
-) -> LogisticModel | None:
-    """One logistic model on the rows that have all its features; None without enough data."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-
-    complete = np.isfinite(table[:, columns]).all(axis=1)
-    values, labels = table[np.ix_(complete, columns)], correct[complete]
-    folds = _n_folds(labels, n_folds)
+    folds = usable_folds(prepared.correct, options.n_folds)
     if folds < 2:
-        return None
-    means = values.mean(axis=0)
-    scales = values.std(axis=0)
-    scales[scales <= 1e-12] = 1.0  # constant here: z = 0, the coefficient does not matter
-    z = np.clip((values - means) / scales, -clip, clip)
-    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(z, labels))
-
-    def regression(c: float) -> Any:
-        # Newton steps suit few features and many rows; exact to the same L2 optimum as lbfgs
-        return LogisticRegression(C=c, solver="newton-cholesky", max_iter=100)
-
-    out_of_fold: dict[float, np.ndarray] = {}
-    for c in C_GRID if C is None else (C,):
-        logit = np.empty(labels.size)
-        for train, test in splits:
-            logit[test] = regression(c).fit(z[train], labels[train]).decision_function(z[test])
-        out_of_fold[c] = logit
-    chosen = min(out_of_fold, key=lambda c: _log_loss(out_of_fold[c], labels))
-    final = regression(chosen).fit(z, labels)
-    return LogisticModel(
-        features=features,
-        means=[float(v) for v in means],
-        scales=[float(v) for v in scales],
-        coefficients=[float(v) for v in final.coef_[0]],
-        intercept=float(final.intercept_[0]),
-        C=chosen,
-        recalibration=_choose_recalibration(out_of_fold[chosen], labels, splits, recalibration),
-        n_fitted=int(labels.size),
-        n_correct=int(labels.sum()),
-    )
-
-
-def _fit_mapping(
-    data: FusedData, rows: np.ndarray, *, fallbacks: bool, clip: float, **options: Any
-) -> FusedMapping:
-    table, correct = data.table[rows], data.correct[rows]
-    column = {name: i for i, name in enumerate(data.features)}
-    models = []
-    for subset in _feature_sets(data.features, fallbacks):
-        model = _fit_model(
-            table, correct, [column[f] for f in subset], subset, clip=clip, **options
-        )
-        if model is None and not models:
-            n_complete = int(np.isfinite(table).all(axis=1).sum())
-            raise ConfigurationError(
-                f"a fused calibrator needs at least 2 right and 2 wrong answers among the "
-                f"{n_complete} questions that have every feature ({', '.join(data.features)}); "
-                f"got {int(correct[np.isfinite(table).all(axis=1)].sum())} right"
-            )
-        if model is not None:
-            models.append(model)
-    return FusedMapping(models=models, clip=clip)
-
-
-def _check_options(n_folds: int, C: float | None, recalibration: str, clip: float) -> None:
-    if n_folds < 2:
-        raise ConfigurationError(f"n_folds must be at least 2, got {n_folds}")
-    if C is not None and not (np.isfinite(C) and C > 0):
-        raise ConfigurationError(f"C must be a positive number, got {C}")
-    if recalibration not in ("auto", "none", "platt", "isotonic"):
         raise ConfigurationError(
-            f"unknown recalibration {recalibration!r}; choose auto, none, platt or isotonic"
+            f"a fused calibrator needs at least 2 right and 2 wrong answers, got "
+            f"{int(prepared.correct.sum())} right of {prepared.correct.size}"
         )
-    if not (np.isfinite(clip) and clip > 0):
-        raise ConfigurationError(f"clip must be a positive number, got {clip}")
+    return prepared, folds
 
 
 @_one_blas_thread
@@ -554,34 +250,19 @@ def evaluate_fused(
         ConfigurationError: bad options or data, fewer than 2 right or 2 wrong answers.
         MissingDependencyError: scikit-learn is not installed.
     """
-    import_sklearn("fitting a fused calibrator")
+    options = FitOptions(C, n_folds, seed, recalibration, fallbacks, clip)
+    prepared, folds = _prepared(
+        data, correct, features=features, method=method, min_presence=min_presence, options=options
+    )
     from sklearn.model_selection import StratifiedKFold
 
-    _check_options(n_folds, C, recalibration, clip)
-    prepared = fused_data(
-        data, correct, features=features, method=method, min_presence=min_presence
-    )
     labels = prepared.correct
-    folds = _n_folds(labels, n_folds)
-    if folds < 2:
-        raise ConfigurationError(
-            f"a fused calibrator needs at least 2 right and 2 wrong answers, got "
-            f"{int(labels.sum())} right of {labels.size}"
-        )
-    options = {
-        "C": C,
-        "n_folds": n_folds,
-        "seed": seed,
-        "recalibration": recalibration,
-        "fallbacks": fallbacks,
-        "clip": clip,
-    }
     probability = np.full(labels.size, np.nan)
     by_model: dict[tuple[str, ...], np.ndarray] = {}
     column = {name: i for i, name in enumerate(prepared.features)}
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     for train, test in splitter.split(prepared.table, labels):
-        mapping = _fit_mapping(prepared, train, **options)
+        mapping = fit_mapping(prepared, train, options)
         probability[test] = mapping.predict(prepared.table[test]).probability
         for model in mapping.models:
             values = prepared.table[np.ix_(test, [column[f] for f in model.features])]
@@ -603,7 +284,7 @@ def evaluate_fused(
         ece=ece(held_prob, held_correct),
         smooth_ece=smooth_ece(held_prob, held_correct),
     )
-    mapping = _fit_mapping(prepared, np.arange(labels.size), **options)
+    mapping = fit_mapping(prepared, np.arange(labels.size), options)
     calibrator = Calibrator(
         method=prepared.method,
         mapping=mapping.model_copy(update={"held_out": held_out}),
@@ -682,39 +363,26 @@ def fit_fused(
         ConfigurationError: bad options or data, fewer than 2 right or 2 wrong answers.
         MissingDependencyError: scikit-learn is not installed.
     """
-    options: dict[str, Any] = {
-        "features": features,
-        "method": method,
-        "C": C,
-        "n_folds": n_folds,
-        "seed": seed,
-        "recalibration": recalibration,
-        "fallbacks": fallbacks,
-        "min_presence": min_presence,
-        "clip": clip,
-    }
     if cross_fit:
-        return evaluate_fused(data, correct, n_resamples=0, **options).calibrator
-    import_sklearn("fitting a fused calibrator")
-    _check_options(n_folds, C, recalibration, clip)
-    prepared = fused_data(
-        data, correct, features=features, method=method, min_presence=min_presence
+        return evaluate_fused(
+            data,
+            correct,
+            features=features,
+            method=method,
+            C=C,
+            n_folds=n_folds,
+            seed=seed,
+            recalibration=recalibration,
+            fallbacks=fallbacks,
+            min_presence=min_presence,
+            clip=clip,
+            n_resamples=0,
+        ).calibrator
+    options = FitOptions(C, n_folds, seed, recalibration, fallbacks, clip)
+    prepared, _ = _prepared(
+        data, correct, features=features, method=method, min_presence=min_presence, options=options
     )
-    if _n_folds(prepared.correct, n_folds) < 2:
-        raise ConfigurationError(
-            f"a fused calibrator needs at least 2 right and 2 wrong answers, got "
-            f"{int(prepared.correct.sum())} right of {prepared.correct.size}"
-        )
-    mapping = _fit_mapping(
-        prepared,
-        np.arange(prepared.correct.size),
-        C=C,
-        n_folds=n_folds,
-        seed=seed,
-        recalibration=recalibration,
-        fallbacks=fallbacks,
-        clip=clip,
-    )
+    mapping = fit_mapping(prepared, np.arange(prepared.correct.size), options)
     return Calibrator(
         method=prepared.method,
         mapping=mapping,

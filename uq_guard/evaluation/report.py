@@ -38,6 +38,7 @@ from uq_guard.evaluation.metrics import METRICS, MetricSummary, class_balance_wa
 from uq_guard.evaluation.records import EvalRecord
 from uq_guard.evaluation.tsu import TSUResult, tsu
 from uq_guard.scoring.verbalized import VERBALIZED_SCORE
+from uq_guard.scoring.whitebox import WHITEBOX_SCORES
 
 __all__ = [
     "GUARD_CONFIDENCE",
@@ -54,7 +55,6 @@ __all__ = [
 ]
 
 BRIER_FOLDS = 5  # the isotonic Brier score's cross-fitting folds
-WHITEBOX_SCORES = frozenset({"gnll", "mean_token_entropy", "entropy_area_score"})
 X0_SAMPLE_SCORES = frozenset(
     {"degree", "eigv", "eccentricity", "semantic_entropy", "semantic_volume", "reply_agreement"}
 )

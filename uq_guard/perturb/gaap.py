@@ -6,7 +6,9 @@ synonyms, hypernyms or hyponyms, or deleted, and a small genetic algorithm
 evolves the variants so that they spread from light to strong edits while
 staying on topic.
 
-The steps, each a small pure function here so that it can be tested alone:
+The steps, each a small pure function so that it can be tested alone
+(:mod:`uq_guard.perturb.slots` cuts and writes the prompt,
+:mod:`uq_guard.perturb.genetic` holds the operators; both re-exported here):
 
 1. :func:`segment` cuts the prompt into words, gaps and *protected* spans
    (:func:`protected_spans`: numbers, quoted text, code, names and the spans
@@ -55,12 +57,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import re
 import zlib
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal
 
 import numpy as np
 
@@ -68,8 +68,21 @@ from uq_guard.backend import Usage
 from uq_guard.embeddings import Embedder
 from uq_guard.perturb.base import PerturbationResult
 from uq_guard.perturb.frames import FRAME_GENES, apply_frames, frame_options
+from uq_guard.perturb.genetic import (
+    Individual,
+    crossover,
+    draw_across_generations,
+    fidelity,
+    initial_population,
+    mutate,
+    roulette_select,
+    select_key_positions,
+    substitution_sets,
+)
 from uq_guard.perturb.lexicon import Lexicon, Substitutions
-from uq_guard.perturb.words import ANSWER_WORDS, FILLER_WORDS, SENTENCE_STARTERS, STOPWORDS
+from uq_guard.perturb.slots import Slot, protected_spans, render, segment, words_of
+from uq_guard.perturb.words import ANSWER_WORDS, FILLER_WORDS, STOPWORDS
+from uq_guard.scoring.similarity import SIMILARITIES
 
 __all__ = [
     "STOPWORDS",
@@ -90,358 +103,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-Individual = tuple[str, ...]
-T = TypeVar("T", bound=Hashable)
-
-_WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
-_PROTECTED_PATTERNS = (
-    re.compile(r"```.*?(?:```|$)", re.DOTALL),  # fenced code (an unclosed fence runs to the end)
-    re.compile(r"`[^`\n]+`"),  # inline code
-    re.compile(r'"[^"\n]+"|“[^”\n]+”|‘[^’\n]+’|«[^»\n]+»|„[^“”\n]+[“”]'),  # quotations
-    re.compile(r"(?<!\w)'[^'\n]+'(?!\w)"),
-    # code-like or link-like chunks: identifiers, calls, paths, URLs, e-mail addresses
-    re.compile(r"\S*(?:[_{}\[\]()<>=;\\/#@$^~|]|\w\.\w|::)\S*"),
-    re.compile(r"[\w'’-]*\d[\w.,:/%'’-]*"),  # numbers and words holding digits (COVID-19, 3rd)
-)
-
-
-@dataclass(frozen=True)
-class Slot:
-    """One piece of a segmented prompt.
-
-    Attributes:
-        text: the piece as it appears in the prompt.
-        kind: ``"word"`` (GAAP may change it), ``"gap"`` (spaces and
-            punctuation) or ``"protected"`` (never changed).
-        index: for a word, its position among the word slots; else -1.
-        candidate: whether the word may become a key token (not a stopword).
-    """
-
-    text: str
-    kind: Literal["word", "gap", "protected"]
-    index: int = -1
-    candidate: bool = False
-
-
-def _name_spans(text: str) -> list[tuple[int, int]]:
-    """Capitalised words that read as names (see the module docstring)."""
-    spans = []
-    for match in _WORD.finditer(text):
-        word = match.group()
-        if not word[:1].isupper():
-            continue
-        before = text[: match.start()].rstrip(" \t\"'“‘([")
-        sentence_start = not before or before[-1] in ".!?:\n"
-        lowered = word.lower()
-        if (
-            sentence_start
-            and not word.isupper()
-            and (lowered in STOPWORDS or lowered in SENTENCE_STARTERS)
-        ):
-            continue
-        if spans and not text[spans[-1][1] : match.start()].strip(" \t"):
-            spans[-1] = (spans[-1][0], match.end())  # "Barack Obama" is one name
-        else:
-            spans.append((match.start(), match.end()))
-    return spans
-
-
-def _merge(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for start, end in sorted(spans):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
-
-
-def protected_spans(text: str, protected: Sequence[str] = ()) -> list[tuple[int, int]]:
-    """Character spans of ``text`` that no GAAP operator may change, merged and sorted.
-
-    Protected are: fenced and inline code, quoted text, code- or link-like
-    chunks (anything holding ``_ ( ) = / @ ::`` and the like), numbers and
-    words holding digits, names (capitalised words, see the module
-    docstring), and every occurrence (case-insensitive) of the strings in
-    ``protected``. A span that cuts a word is widened to the whole word.
-    """
-    spans: list[tuple[int, int]] = []
-    for pattern in _PROTECTED_PATTERNS:
-        spans.extend(m.span() for m in pattern.finditer(text))
-    spans.extend(_name_spans(text))
-    for phrase in protected:
-        if phrase.strip():
-            spans.extend(m.span() for m in re.finditer(re.escape(phrase), text, re.IGNORECASE))
-    widened = []
-    for start, end in spans:
-        while start > 0 and text[start - 1].isalnum():
-            start -= 1
-        while end < len(text) and text[end].isalnum():
-            end += 1
-        if end > start:
-            widened.append((start, end))
-    return _merge(widened)
-
-
-def segment(
-    text: str, protected: Sequence[str] = (), *, fixed_words: Iterable[str] = ()
-) -> list[Slot]:
-    """Cut ``text`` into word, gap and protected slots; joining their texts gives ``text`` back.
-
-    Words in ``fixed_words`` (lower case, e.g. :data:`ANSWER_WORDS`) and
-    stopwords are word slots that never become key tokens, so no operator
-    touches them.
-    """
-    never_keys = STOPWORDS | frozenset(fixed_words)
-    slots: list[Slot] = []
-    n_words = 0
-
-    def free(piece: str) -> None:
-        nonlocal n_words
-        cursor = 0
-        for match in _WORD.finditer(piece):
-            if match.start() > cursor:
-                slots.append(Slot(piece[cursor : match.start()], "gap"))
-            word = match.group()
-            slots.append(Slot(word, "word", n_words, word.lower() not in never_keys))
-            n_words += 1
-            cursor = match.end()
-        if cursor < len(piece):
-            slots.append(Slot(piece[cursor:], "gap"))
-
-    cursor = 0
-    for start, end in protected_spans(text, protected):
-        free(text[cursor:start])
-        slots.append(Slot(text[start:end], "protected"))
-        cursor = end
-    free(text[cursor:])
-    return slots
-
-
-def words_of(slots: Sequence[Slot]) -> Individual:
-    """The original words: the individual that is x_0 itself."""
-    return tuple(slot.text for slot in slots if slot.kind == "word")
-
-
-def render(slots: Sequence[Slot], individual: Sequence[str]) -> str:
-    """The prompt text of ``individual`` (one value per word slot; ``""`` = deleted).
-
-    A deleted word takes one neighbouring space with it, and no space is left
-    before the punctuation that followed it.
-    """
-    pieces: list[str] = []
-    after_deletion = False
-    for slot in slots:
-        if slot.kind == "word":
-            value = individual[slot.index]
-            if not value:
-                after_deletion = True
-                continue
-            pieces.append(value)
-        elif slot.kind == "gap" and after_deletion:
-            if slot.text.strip():
-                if pieces and not slot.text[0].isspace():
-                    pieces[-1] = pieces[-1].rstrip(" \t")
-                pieces.append(slot.text)
-            elif not pieces:
-                pass  # a deletion at the very start: drop the space after it
-            else:
-                continue
-        else:
-            pieces.append(slot.text)
-        after_deletion = False
-    return "".join(pieces).strip()
-
-
-def select_key_positions(
-    slots: Sequence[Slot],
-    similarities: dict[int, float],
-    key_ratio: float,
-    max_keys: int | None = None,
-) -> list[int]:
-    """KeyBERT's rule: the ``key_ratio`` of the words most similar to the whole prompt.
-
-    Args:
-        slots: the segmented prompt.
-        similarities: word index -> cosine of its word with the prompt, for
-            the candidate words (those GAAP may change).
-        key_ratio: the share of the prompt's words to take (at least one).
-        max_keys: an upper bound (long prompts).
-
-    Returns:
-        Word indices, most similar first (ties: earlier first).
-    """
-    n_words = sum(1 for slot in slots if slot.kind == "word")
-    if n_words == 0 or not similarities:
-        return []
-    k = max(1, math.ceil(key_ratio * n_words))
-    if max_keys is not None:
-        k = min(k, max_keys)
-    ranked = sorted(similarities, key=lambda index: (-similarities[index], index))
-    return ranked[:k]
-
-
-def _match_case(original: str, substitute: str) -> str:
-    if original[:1].isupper() and substitute[:1].islower():
-        return substitute[:1].upper() + substitute[1:]
-    return substitute
-
-
-def substitution_sets(
-    words: Sequence[str],
-    keys: Sequence[int],
-    options: dict[str, list[str]],
-    max_substitutes: int | None = None,
-    deletable: Callable[[str], bool] | None = None,
-) -> dict[int, tuple[str, ...]]:
-    """``SUB(t)`` for every key position: the lexicon's substitutes, then deletion (``""``).
-
-    Substitutes take the original's capitalisation, never equal the original
-    word, and are capped at ``max_substitutes`` (deletion comes on top).
-    With ``deletable``, deletion is offered only for the words it accepts.
-    """
-    sets: dict[int, tuple[str, ...]] = {}
-    for index in keys:
-        word = words[index]
-        found = options.get(word, [])
-        seen = {word.casefold(), ""}
-        kept: list[str] = []
-        for option in found:
-            option = _match_case(word, option.strip())
-            if option.casefold() in seen:
-                continue
-            seen.add(option.casefold())
-            kept.append(option)
-            if max_substitutes is not None and len(kept) >= max_substitutes:
-                break
-        can_delete = deletable is None or deletable(word)
-        sets[index] = (*kept, "") if can_delete else tuple(kept)
-    return sets
-
-
-def initial_population(
-    original: Individual, substitutions: dict[int, tuple[str, ...]]
-) -> list[Individual]:
-    """Every individual made by one substitution at one key position (in key order)."""
-    population: list[Individual] = []
-    for index, options in substitutions.items():
-        for option in options:
-            child = list(original)
-            child[index] = option
-            population.append(tuple(child))
-    return list(dict.fromkeys(population))
-
-
-def roulette_select(fitness: Sequence[float], k: int, rng: np.random.Generator) -> np.ndarray:
-    """``k`` indices drawn with replacement, each with probability ∝ its fitness.
-
-    All-zero fitness draws uniformly.
-    """
-    weights = np.clip(np.asarray(fitness, dtype=np.float64), 0.0, None)
-    total = weights.sum()
-    if len(weights) == 0:
-        return np.zeros(0, dtype=np.int64)
-    probabilities = weights / total if total > 0 else None
-    return rng.choice(len(weights), size=k, replace=True, p=probabilities)
-
-
-def crossover(
-    first: Individual, second: Individual, rng: np.random.Generator
-) -> tuple[Individual, Individual]:
-    """One-point crossover at a word boundary: swap the tails after h ~ U{1..p-1}.
-
-    ``p`` is the shorter length; with fewer than two slots there is no
-    boundary and the parents come back unchanged.
-    """
-    p = min(len(first), len(second))
-    if p < 2:
-        return first, second
-    h = int(rng.integers(1, p))
-    return first[:h] + second[h:], second[:h] + first[h:]
-
-
-def mutate(
-    individual: Individual,
-    substitutions: dict[int, tuple[str, ...]],
-    rng: np.random.Generator,
-) -> Individual:
-    """Replace one random key position with a random, different element of its ``SUB``.
-
-    Exactly one position changes; only positions whose ``SUB`` offers a value
-    other than the current one are drawn. With none, ``individual`` comes back.
-    """
-    choices = {
-        index: [option for option in options if option != individual[index]]
-        for index, options in substitutions.items()
-    }
-    open_positions = sorted(index for index, options in choices.items() if options)
-    if not open_positions:
-        return individual
-    index = open_positions[int(rng.integers(len(open_positions)))]
-    options = choices[index]
-    mutant = list(individual)
-    mutant[index] = options[int(rng.integers(len(options)))]
-    return tuple(mutant)
-
-
-def fidelity(
-    original: np.ndarray, variants: np.ndarray, similarity: str = "shifted_cosine"
-) -> np.ndarray:
-    """``a(x_0, x')`` for unit vectors: ``(1 + cos) / 2`` or ``|cos|``, rounded to 6 decimals."""
-    if len(variants) == 0:
-        return np.zeros(0)
-    cosine = np.clip(variants.astype(np.float64) @ original.astype(np.float64), -1.0, 1.0)
-    values = np.abs(cosine) if similarity == "abs_cosine" else (1.0 + cosine) / 2.0
-    return np.round(values, 6)
-
-
-def draw_across_generations(
-    populations: Sequence[Sequence[T]],
-    m: int,
-    stride: int,
-    rng: np.random.Generator,
-    *,
-    pad: bool = True,
-) -> tuple[list[T], int]:
-    """Draw ``m`` individuals uniformly from generations 0, τ, 2τ, … (τ = ``stride``).
-
-    Round-robin over those generations, a uniform draw within each, no
-    repeats; when they hold fewer than ``m`` distinct individuals the draw
-    continues in the last population, and (with ``pad``) repeats of drawn
-    individuals fill what is still missing.
-
-    Returns:
-        The drawn individuals and how many of them are real (distinct).
-    """
-    if m <= 0 or not populations:
-        return [], 0
-    chosen: list[T] = []
-    taken: set[T] = set()
-    pools = []
-    for population in populations[:: max(1, stride)]:
-        pool = list(dict.fromkeys(population))
-        pools.append([pool[i] for i in rng.permutation(len(pool))])
-    while len(chosen) < m and any(pools):
-        for pool in pools:
-            while pool and len(chosen) < m:
-                candidate = pool.pop()
-                if candidate not in taken:
-                    taken.add(candidate)
-                    chosen.append(candidate)
-                    break
-    last = list(dict.fromkeys(populations[-1]))
-    for i in rng.permutation(len(last)):
-        if len(chosen) >= m:
-            break
-        if last[i] not in taken:
-            taken.add(last[i])
-            chosen.append(last[i])
-    n_real = len(chosen)
-    if pad and 0 < n_real < m:
-        source = last or chosen
-        chosen.extend(source[int(i)] for i in rng.integers(len(source), size=m - n_real))
-    return chosen, n_real
 
 
 @dataclass
@@ -566,8 +227,7 @@ class GAAPPerturber:
         self.delta = delta
         self.min_fidelity = min_fidelity
         self.protected = tuple(protected)
-        known = similarity in ("shifted_cosine", "abs_cosine")
-        self.similarity = similarity if known else "shifted_cosine"
+        self.similarity = similarity if similarity in SIMILARITIES else "shifted_cosine"
         self.seed = seed
         self.generation_stride = generation_stride
         self.pairs_per_generation = pairs_per_generation

@@ -25,7 +25,7 @@ from uq_guard.scoring.similarity import (
     similarity_matrix,
 )
 from uq_guard.scoring.verbalized import parse_verbalized_confidence
-from uq_guard.scoring.whitebox import entropy_area_score, gnll, mean_token_entropy
+from uq_guard.scoring.whitebox import entropy_area_score, gnll, max_token_nll, mean_token_entropy
 
 __all__ = [
     "SIMILARITIES",
@@ -39,6 +39,7 @@ __all__ = [
     "gnll",
     "inv_entropy",
     "largest_cluster_share",
+    "max_token_nll",
     "mean_token_entropy",
     "parse_verbalized_confidence",
     "semantic_entropy",

@@ -33,7 +33,7 @@ from uq_guard.scoring.baselines import (
 )
 from uq_guard.scoring.inv_entropy import inv_entropy
 from uq_guard.scoring.similarity import check_similarity_matrix, cosine_matrix, similarity_matrix
-from uq_guard.scoring.whitebox import entropy_area_score, gnll, mean_token_entropy
+from uq_guard.scoring.whitebox import entropy_area_score, gnll, max_token_nll, mean_token_entropy
 
 SimilarityOption = str | Callable[[list[str]], np.ndarray]
 
@@ -198,6 +198,7 @@ def _add_whitebox(
 ) -> None:
     if logprobs:
         scores["gnll"] = gnll(logprobs)
+        scores["max_token_nll"] = max_token_nll(logprobs)
     if entropies:
         scores["mean_token_entropy"] = mean_token_entropy(entropies)
         scores["entropy_area_score"] = entropy_area_score(entropies)

@@ -1,9 +1,10 @@
 """White-box uncertainty of one answer from its per-token statistics (ALGORITHMS §4).
 
 Used when the model returns token log-probabilities: G-NLL (Aichberger et al.
-2024), the mean token entropy, and an Entropy Area Score ("Uncertainty Under
-the Curve", 2025). Each returns an uncertainty (higher = less sure) and 0.0
-for an answer with no tokens.
+2024), the maximum token NLL (the reply's least likely token, SelfCheckGPT's
+"Max(-log p)" baseline, Manakul et al. 2023), the mean token entropy, and an
+Entropy Area Score ("Uncertainty Under the Curve", 2025). Each returns an
+uncertainty (higher = less sure) and 0.0 for an answer with no tokens.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ import numpy as np
 
 from uq_guard._exceptions import ConfigurationError
 
-__all__ = ["entropy_area_score", "gnll", "mean_token_entropy"]
+__all__ = ["WHITEBOX_SCORES", "entropy_area_score", "gnll", "max_token_nll", "mean_token_entropy"]
+
+#: The scores of this module, by their report names: a call has them all or
+#: none (they need the backend's token log-probabilities).
+WHITEBOX_SCORES = frozenset({"gnll", "max_token_nll", "mean_token_entropy", "entropy_area_score"})
 
 
 def _as_token_values(values: Sequence[float], name: str) -> np.ndarray:
@@ -45,6 +50,26 @@ def gnll(token_logprobs: Sequence[float]) -> float:
     """
     logprobs = _as_token_values(token_logprobs, "token_logprobs")
     return float(-logprobs.sum()) if logprobs.size else 0.0
+
+
+def max_token_nll(token_logprobs: Sequence[float]) -> float:
+    """The reply's least likely token: ``max_t -log p(token_t)``.
+
+    G-NLL sums over the tokens, so it grows with the reply's length; this
+    reads one token, the one the model was least sure of (a name or number it
+    guessed), whatever the length.
+
+    Args:
+        token_logprobs: natural-log probability of each generated token.
+
+    Returns:
+        The largest negative log-probability; 0.0 for no tokens.
+
+    Raises:
+        ConfigurationError: the input is not a 1-D sequence of numbers or has NaN.
+    """
+    logprobs = _as_token_values(token_logprobs, "token_logprobs")
+    return float(-logprobs.min()) if logprobs.size else 0.0
 
 
 def mean_token_entropy(token_entropies: Sequence[float]) -> float:

@@ -1,0 +1,83 @@
+"""Re-scoring stored records from their texts, with other scoring settings; no model call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from uq_guard.embeddings import Embedder, shared_embedder
+from uq_guard.evaluation.records import EvalRecord
+from uq_guard.scoring.suite import score_samples
+
+__all__ = ["rescore"]
+
+
+def rescore(
+    records: Sequence[EvalRecord],
+    *,
+    embedder: Embedder | None = None,
+    similarity: Any = None,
+    n_bootstrap: int | None = None,
+    seed: int | None = None,
+    cluster_threshold: float | None = None,
+) -> list[EvalRecord]:
+    """Recompute every score of ``records`` from their stored texts; no model is called.
+
+    Settings left as None keep each record's own (``record.scoring``), so
+    ``rescore(records)`` reproduces the stored scores. Scores that cannot be
+    recomputed from texts (e.g. a verbalized confidence from an extra call)
+    are kept as they were. Failed records are returned unchanged.
+
+    Args:
+        records: records of an eval run.
+        embedder: defaults to the shared embedder of the records' embedding model.
+        similarity / n_bootstrap / seed / cluster_threshold: scoring settings
+            (see :class:`~uq_guard.GuardConfig`).
+
+    Returns:
+        new records with ``scores``, ``confidence``, ``method`` and ``scoring`` replaced.
+    """
+    rescored = []
+    for record in records:
+        if not record.ok or not record.prompts:
+            rescored.append(record)
+            continue
+        stored = record.scoring
+        settings = {
+            "similarity": similarity if similarity is not None else stored.get("similarity"),
+            "n_bootstrap": n_bootstrap if n_bootstrap is not None else stored.get("n_bootstrap"),
+            "seed": seed if seed is not None else stored.get("seed", 0),
+            "cluster_threshold": cluster_threshold
+            if cluster_threshold is not None
+            else stored.get("cluster_threshold"),
+        }
+        settings = {
+            k: v
+            for k, v in settings.items()
+            if v is not None and not (k == "similarity" and v == "custom")
+        }
+        scored = score_samples(
+            embedder=embedder or shared_embedder(stored.get("embedding_model")),
+            prompts=record.prompts,
+            answers=record.samples,
+            reply=record.reply,
+            reply_logprobs=record.reply_token_logprobs,
+            reply_entropies=record.reply_token_entropies,
+            **settings,
+        )
+        named = settings.get("similarity")
+        rescored.append(
+            record.model_copy(
+                update={
+                    "scores": {**record.scores, **scored.scores},
+                    "confidence": scored.confidence,
+                    "method": scored.method,
+                    "scoring": {
+                        **stored,
+                        **settings,
+                        "similarity": named if isinstance(named, str) else "custom",
+                    },
+                }
+            )
+        )
+    return rescored
