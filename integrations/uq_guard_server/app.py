@@ -7,7 +7,8 @@ Endpoints:
   as ``uncertainty``; then ``data: [DONE]``). Per-request settings in the
   body's ``uq_guard`` object (``extra_body={"uq_guard": {...}}`` from the
   openai client); the decision in the ``x-uq-guard-decision`` header.
-* ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus).
+* ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus), ``GET
+  /openapi.json`` (the chat body as this server checks it: :func:`chat_request_schema`).
 
 Every error is OpenAI-shaped (``{"error": {"message", "type", "param",
 "code"}}``) with a status that says whose fault it was: 400 malformed
@@ -50,6 +51,8 @@ from uq_guard._exceptions import (
     GenerationError,
     UncertaintyAbstention,
 )
+from uq_guard._messages import last_user_index
+from uq_guard.perturb.lexicon import preload_wordnet
 from uq_guard_server.metrics import Metrics
 from uq_guard_server.policy import SDK_FIELDS, PolicyError, ServerPolicy
 from uq_guard_server.redact import redact
@@ -148,6 +151,9 @@ _UPSTREAM_FAILURES = (
     DegradedResultError,
     UpstreamCallCapReached,
     TimeoutError,
+    # the SDK lets a body that is not JSON through as the decoder's error (an
+    # unguarded call, a model list); the request's own body is parsed before any call
+    json.JSONDecodeError,
 )
 
 
@@ -170,7 +176,7 @@ def as_api_error(
         logger.warning("request %s: configuration error: %s", request_id, redact(str(exc), secrets))
         return APIError(400, "invalid uq_guard settings", param=SETTINGS_KEY)
     if isinstance(exc, UncertaintyAbstention):
-        report = _redacted_report(exc.report.model_dump(mode="json"), secrets)
+        report = _redacted_report(exc.report.model_dump(mode="json"), secrets, request_id)
         return APIError(
             422,
             redact(str(exc), secrets),
@@ -204,7 +210,13 @@ def as_api_error(
             502, f"the upstream is unreachable{ref}", type="upstream_error", code="unreachable"
         )
     if isinstance(
-        exc, (MalformedResponseError, openai.APIResponseValidationError, GenerationError)
+        exc,
+        (
+            MalformedResponseError,
+            openai.APIResponseValidationError,
+            GenerationError,
+            json.JSONDecodeError,
+        ),
     ):
         return APIError(
             502,
@@ -230,12 +242,42 @@ def _upstream_status_error(exc: openai.APIStatusError, ref: str) -> APIError:
     return APIError(502, message, type="upstream_error", code=f"upstream_{status}")
 
 
-def _redacted_report(report: dict[str, Any], secrets: Iterable[str | None]) -> dict[str, Any]:
-    # Notes can quote an upstream's error text (a failed paraphrase or fallback call).
+# An upstream's own words enter a report's notes through these exception texts:
+# the SDK's "Error code: 500 - <the upstream's body>" and a body that is not a
+# chat completion. They are cut to the end of the note (a body may hold "; ").
+_UPSTREAM_TEXT = (
+    (re.compile(r"Error code: (\d{3}) - .*", re.DOTALL), r"the upstream answered \1"),
+    (re.compile(r"(the server's response is not a chat completion): .*", re.DOTALL), r"\1"),
+)
+
+
+def _for_client(text: str, secrets: Iterable[str | None]) -> str:
+    """A report's note as a client sees it: the upstream's text cut, credentials redacted."""
+    for pattern, replacement in _UPSTREAM_TEXT:
+        text = pattern.sub(replacement, text)
+    return redact(text, secrets)
+
+
+def _redacted_report(
+    report: dict[str, Any], secrets: Iterable[str | None], request_id: str | None = None
+) -> dict[str, Any]:
+    """``report`` (a dumped UncertaintyReport) as a client may see it.
+
+    Notes and degraded reasons can quote an upstream's error text (a failed
+    sample, paraphrase or fallback call): that text goes to the log, the
+    client keeps the reason without it.
+    """
     for key in ("degraded_reasons", "notes"):
         texts = report.get(key)
-        if isinstance(texts, list):
-            report[key] = [redact(t, secrets) if isinstance(t, str) else t for t in texts]
+        if not isinstance(texts, list):
+            continue
+        shown = [_for_client(t, secrets) if isinstance(t, str) else t for t in texts]
+        if shown != texts:
+            full = "; ".join(t for t in texts if isinstance(t, str))
+            logger.warning("request %s: %s: %s", request_id, key, redact(full, secrets))
+        report[key] = shown
+    if isinstance(report.get("fallback"), dict):
+        report["fallback"] = _redacted_report(report["fallback"], secrets, request_id)
     return report
 
 
@@ -289,6 +331,136 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+_ERRORS = {
+    400: "malformed, or outside the server's policy (before any upstream call)",
+    401: "missing or wrong client key",
+    404: "unknown model",
+    413: "body over the server's limit",
+    422: "abstention under policy='raise' (the report rides on the error)",
+    429: "the upstream is rate-limiting (its Retry-After is passed on)",
+    502: "the upstream failed or is unreachable",
+    503: "the server is busy (Retry-After)",
+    504: "the upstream or the request timed out",
+}
+
+
+def chat_request_schema(settings: ServerSettings) -> dict[str, Any]:
+    """The JSON schema of a chat request as this server checks it (for ``/openapi.json``).
+
+    Documentation only: :func:`_validated` and the policy do the checking.
+    It states the types the server enforces, the server's caps, and the
+    ``uq_guard`` settings this server allows, with the operator's values as
+    defaults. Other OpenAI fields are passed on to the upstream.
+    """
+    try:
+        guard_fields = GuardConfig.model_json_schema()["properties"]
+    except Exception:  # a field pydantic cannot describe: document the names only
+        guard_fields = {}
+    allowed: dict[str, Any] = {}
+    for name in sorted(settings.policy.allowed_settings):
+        if name == "enabled":
+            allowed[name] = {"type": "boolean", "description": "false skips the guard"}
+            continue
+        described = {k: v for k, v in guard_fields.get(name, {}).items() if k != "title"}
+        value = getattr(settings.guard, name, None)
+        if isinstance(value, (bool, int, float, str)):
+            described["default"] = value
+        allowed[name] = described
+    cap = settings.policy.max_request_tokens
+    text_part = {
+        "type": "object",
+        "required": ["type", "text"],
+        "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
+    }
+    message = {
+        "type": "object",
+        "required": ["role", "content"],
+        "properties": {
+            "role": {
+                "type": "string",
+                "enum": ["system", "developer", "user", "assistant", "tool"],
+            },
+            "content": {
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": text_part},
+                    {"type": "null"},
+                ]
+            },
+            "name": {"type": "string"},
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["model", "messages"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1},
+            "messages": {
+                "type": "array",
+                "minItems": 1,
+                "items": message,
+                "contains": {"properties": {"role": {"enum": ["user"]}}},
+                "description": "the last user message is the prompt the guard perturbs "
+                "(a request with the guard off may have none)",
+            },
+            "stream": {"type": "boolean"},
+            "stream_options": {
+                "type": "object",
+                "properties": {"include_usage": {"type": "boolean"}},
+                "additionalProperties": False,
+                "description": 'only with "stream": true',
+            },
+            **{name: {"type": "number"} for name in _NUMBER_PARAMS},
+            "n": {"type": "integer", "enum": [1], "description": "one choice per request"},
+            "max_tokens": {"type": "integer", "minimum": 1, "maximum": cap},
+            "max_completion_tokens": {"type": "integer", "minimum": 1, "maximum": cap},
+            "seed": {"type": "integer"},
+            "top_logprobs": {"type": "integer"},
+            "logprobs": {"type": "boolean"},
+            "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            SETTINGS_KEY: {
+                "type": "object",
+                "properties": allowed,
+                "additionalProperties": False,
+                "description": "per-request guard settings this server allows, within its caps",
+            },
+        },
+        "dependentSchemas": {
+            "stream_options": {"properties": {"stream": {"enum": [True]}}, "required": ["stream"]}
+        },
+        "description": "OpenAI's chat completions request; "
+        f"{', '.join(SDK_FIELDS)} are refused; other fields go to the upstream",
+    }
+
+
+def _chat_responses() -> dict[int | str, dict[str, Any]]:
+    errors: dict[int | str, dict[str, Any]] = {
+        status: {"description": text, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+        for status, text in _ERRORS.items()
+    }
+    errors[200] = {
+        "description": "a chat.completion with its `uncertainty` report (SSE when streaming)",
+        "content": {"application/json": {}, "text/event-stream": {}},
+    }
+    return errors
+
+
 def _validated(body: Any, max_request_tokens: int) -> dict[str, Any]:
     """``body`` when it is a well-formed chat request; an :class:`APIError` (400) if not."""
     _check_tree(body)
@@ -312,10 +484,22 @@ def _validated(body: Any, max_request_tokens: int) -> dict[str, Any]:
             raise APIError(
                 400, f"messages[{index}] must be an object with a 'role'", param="messages"
             )
-        if not isinstance(message.get("content"), (str, list, type(None))):
+        content = message.get("content")
+        if not isinstance(content, (str, list, type(None))):
             raise APIError(
                 400, f"messages[{index}].content must be a string or a list", param="messages"
             )
+        for part in content if isinstance(content, list) else ():
+            # the guard reads the text parts (a part without a type is text)
+            if not isinstance(part, dict) or (
+                part.get("type", "text") == "text" and not isinstance(part.get("text"), str)
+            ):
+                raise APIError(
+                    400,
+                    f"messages[{index}].content must hold parts like "
+                    '{"type": "text", "text": "..."}',
+                    param="messages",
+                )
     if "stream" in body and not isinstance(body["stream"], bool):
         raise APIError(400, "'stream' must be a boolean", param="stream")
     options = body.get("stream_options")
@@ -463,10 +647,16 @@ def create_app(upstream: Upstream, settings: ServerSettings | None = None) -> Fa
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from uq_guard.embeddings import shared_embedder
 
-        # Load the embedder now, not on the first request.
+        # Load the embedder (and WordNet, for GAAP) now, not on the first request:
+        # on two busy cores WordNet alone took 23 s of the first request's time.
         await asyncio.to_thread(
             shared_embedder, settings.guard.embedding_model, settings.guard.device
         )
+        guard = settings.guard
+        if "gaap" in guard.perturbation and guard.gaap_lexicon in ("auto", "wordnet"):
+            loading = preload_wordnet()
+            if loading is not None:
+                await asyncio.to_thread(loading.join)
         yield
         await upstream.aclose()
 
@@ -530,7 +720,16 @@ def create_app(upstream: Upstream, settings: ServerSettings | None = None) -> Fa
         data = [{"id": n, "object": "model", "created": 0, "owned_by": "uq-guard"} for n in names]
         return JSONResponse({"object": "list", "data": data})
 
-    @app.post("/v1/chat/completions")
+    @app.post(
+        "/v1/chat/completions",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": chat_request_schema(settings)}},
+            }
+        },
+        responses=_chat_responses(),
+    )
     async def chat_completions(request: Request) -> Response:
         request_id = _request_id()
         started = time.monotonic()
@@ -546,6 +745,8 @@ def create_app(upstream: Upstream, settings: ServerSettings | None = None) -> Fa
             config, notes = settings.policy.request_config(
                 settings.guard, overrides, reply_tokens, _prompt_chars(body["messages"])
             )
+            if config is not None:
+                _check_prompt(body["messages"])
             # Waiting in the queue counts against the timeout and ends with the client.
             remaining = settings.request_timeout_s - (time.monotonic() - started)
             completion = await _until_done_or_gone(
@@ -570,7 +771,7 @@ def create_app(upstream: Upstream, settings: ServerSettings | None = None) -> Fa
             headers[NOTE_HEADER] = "; ".join(notes)
         data = completion_json(completion)
         if REPORT_FIELD in data:
-            data[REPORT_FIELD] = _redacted_report(data[REPORT_FIELD], secrets)
+            data[REPORT_FIELD] = _redacted_report(data[REPORT_FIELD], secrets, request_id)
         if stream:
             return StreamingResponse(
                 _sse(data, bool(stream_options.get("include_usage"))),
@@ -593,6 +794,14 @@ def create_app(upstream: Upstream, settings: ServerSettings | None = None) -> Fa
             )
 
     return app
+
+
+def _check_prompt(messages: list[dict[str, Any]]) -> None:
+    """Refuse a guarded request with no user message: the guard has no prompt to perturb."""
+    try:
+        last_user_index(messages)
+    except ConfigurationError as exc:
+        raise APIError(400, str(exc), param="messages") from None
 
 
 def _prompt_chars(messages: list[dict[str, Any]]) -> int:

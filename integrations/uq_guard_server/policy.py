@@ -89,7 +89,10 @@ class ServerPolicy:
             enforced while it runs).
         max_request_tokens: completion tokens one request may ask for, the
             reply's ``max_tokens`` plus every sample's, summed.
-        max_request_concurrency: upstream calls of one request in flight at once.
+        max_request_concurrency: upstream calls in flight at once under one
+            Guard (a request's ``max_concurrency`` is clamped to it). Requests
+            with the same effective settings share one Guard, and so this cap:
+            it bounds their calls together, not each request's.
         max_perturb_chars: a prompt longer than this (the messages' text,
             summed) is not perturbed: GAAP's time grows with the prompt, and
             the request is answered from samples of the prompt itself, with a note.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from uq_guard import GuardConfig
@@ -79,8 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-request-concurrency",
         type=int,
         default=policy.max_request_concurrency,
-        help="upstream calls of one request in flight at once "
-        f"(default {policy.max_request_concurrency})",
+        help="upstream calls in flight at once, shared by the requests with the same "
+        f"settings (they share one Guard) (default {policy.max_request_concurrency})",
     )
     parser.add_argument(
         "--max-perturb-chars",
@@ -110,8 +112,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def guard_config(pairs: list[str]) -> GuardConfig:
+def guard_config(pairs: list[str], defaults: Mapping[str, Any] | None = None) -> GuardConfig:
     """``KEY=VALUE`` pairs as a GuardConfig (values parsed as JSON when they can be).
+
+    Args:
+        pairs: the operator's ``--set`` options; each wins over ``defaults``
+            (``calibration=null`` turns a shipped calibration off).
+        defaults: settings to start from, e.g. a local model's ``guard_defaults``
+            (its calibration and the sampling settings it was fitted with).
 
     Raises:
         ConfigurationError: a pair without ``=`` or a bad setting.
@@ -127,7 +135,18 @@ def guard_config(pairs: list[str]) -> GuardConfig:
             settings[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             settings[key.strip()] = value
-    return GuardConfig(**settings)
+    base = {
+        name: value
+        for name, value in (defaults or {}).items()
+        if name in GuardConfig.model_fields and name not in settings
+    }
+    return GuardConfig(**base, **settings)
+
+
+def model_guard_defaults(upstream: Upstream) -> dict[str, Any]:
+    """The guard settings a local upstream's model ships with (``{}`` for any other upstream)."""
+    defaults = getattr(getattr(upstream, "model", None), "guard_defaults", None)
+    return dict(defaults) if isinstance(defaults, Mapping) else {}
 
 
 def build_upstream(args: argparse.Namespace, config: GuardConfig) -> Upstream:
@@ -147,8 +166,14 @@ def build_upstream(args: argparse.Namespace, config: GuardConfig) -> Upstream:
     )
 
 
-def server_settings(args: argparse.Namespace) -> ServerSettings:
+def server_settings(
+    args: argparse.Namespace, guard_defaults: Mapping[str, Any] | None = None
+) -> ServerSettings:
     """The proxy's settings from the options.
+
+    Args:
+        args: the parsed options.
+        guard_defaults: guard settings under the ``--set`` ones (see :func:`guard_config`).
 
     Raises:
         ConfigurationError: a bad ``--set``, allow-list or cap.
@@ -164,7 +189,7 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
         max_perturb_chars=args.max_perturb_chars,
     )
     return ServerSettings(
-        guard=guard_config(args.set),
+        guard=guard_config(args.set, guard_defaults),
         policy=policy,
         api_key=os.environ.get(args.api_key_env) or None,
         max_body_bytes=args.max_body_bytes,
@@ -175,22 +200,44 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
     )
 
 
+def build(args: argparse.Namespace) -> tuple[Upstream, ServerSettings]:
+    """The upstream and the proxy's settings the options describe.
+
+    Over ``--upstream local`` the guard starts from the local model's
+    ``guard_defaults`` (the calibration fitted for it and the sampling
+    settings it was fitted with); every ``--set`` wins over them.
+
+    Raises:
+        ConfigurationError: a bad option (found before any model is loaded), or
+            a model's defaults over the server's caps.
+    """
+    settings = server_settings(args)
+    upstream = build_upstream(args, settings.guard)
+    defaults = model_guard_defaults(upstream)
+    if defaults:
+        settings = server_settings(args, defaults)
+        shown = {k: v for k, v in defaults.items() if k in GuardConfig.model_fields}
+        logger.info("the local model's guard defaults apply under --set: %s", shown)
+    return upstream, settings
+
+
 def run(args: argparse.Namespace) -> int:
     """Start the proxy and serve until interrupted; returns the exit status."""
     import sys
 
     import uvicorn
 
+    # Whatever logs (ours, httpx, openai, uvicorn), no credential reaches a log line.
+    secrets = [os.environ.get(args.api_key_env), os.environ.get(args.upstream_key_env)]
+    install_redaction(secrets)
     try:
-        settings = server_settings(args)
+        upstream, settings = build(args)
     except ConfigurationError as exc:
         print(f"uq-guard serve: {exc}", file=sys.stderr)
         return 2
-    # Whatever logs (ours, httpx, uvicorn), no credential reaches a log line.
-    redacting = RedactingFilter([settings.api_key, settings.upstream_key])
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(redacting)
-    app = create_app(build_upstream(args, settings.guard), settings)
+    app = create_app(upstream, settings)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    install_redaction(secrets)  # uvicorn's own handlers exist now
     logger.info(
         "serving %s on http://%s:%d (client key check %s)",
         redact_url(args.upstream),
@@ -198,5 +245,24 @@ def run(args: argparse.Namespace) -> int:
         args.port,
         "on" if settings.api_key else "off",
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    return 0
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started else 1  # not started: the port was taken, or startup failed
+
+
+_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
+"""The loggers with handlers of their own in ``uq-guard serve``: root (all others) and uvicorn's."""
+
+
+def install_redaction(secrets: Iterable[str | None]) -> None:
+    """Put a :class:`RedactingFilter` on every handler of :data:`_LOGGERS` that has none.
+
+    A filter on a handler sees every record the handler writes, whichever
+    logger it came from (uvicorn's loggers do not propagate to the root).
+    """
+    redacting = RedactingFilter(secrets)
+    for name in _LOGGERS:
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                handler.addFilter(redacting)

@@ -20,6 +20,7 @@ from typing import TypeVar
 import numpy as np
 
 from uq_guard.perturb.slots import Slot
+from uq_guard.scoring.similarity import similarity_of_cosine
 
 __all__ = [
     "Individual",
@@ -175,8 +176,7 @@ def fidelity(
     if len(variants) == 0:
         return np.zeros(0)
     cosine = np.clip(variants.astype(np.float64) @ original.astype(np.float64), -1.0, 1.0)
-    values = np.abs(cosine) if similarity == "abs_cosine" else (1.0 + cosine) / 2.0
-    return np.round(values, 6)
+    return np.round(similarity_of_cosine(cosine, similarity), 6)
 
 
 def draw_across_generations(

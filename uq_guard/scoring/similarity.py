@@ -24,6 +24,7 @@ __all__ = [
     "check_similarity_matrix",
     "cosine_matrix",
     "similarity_matrix",
+    "similarity_of_cosine",
 ]
 
 SIMILARITIES: Final = ("shifted_cosine", "abs_cosine")
@@ -110,6 +111,19 @@ def cosine_matrix(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     return np.clip(left @ right.T, -1.0, 1.0)
 
 
+def similarity_of_cosine(cosine: np.ndarray, kind: str) -> np.ndarray:
+    """ALGORITHMS §2 step 2: ``(1 + cos) / 2`` for ``shifted_cosine``, ``|cos|`` for ``abs_cosine``.
+
+    The one place the named similarities are defined; GAAP's fitness and the
+    scorers' matrices both go through it.
+    """
+    if kind not in SIMILARITIES:
+        raise ConfigurationError(
+            f"unknown similarity kind {kind!r}; allowed values: {', '.join(SIMILARITIES)}"
+        )
+    return (1.0 + cosine) / 2.0 if kind == "shifted_cosine" else np.abs(cosine)
+
+
 def similarity_matrix(embeddings: np.ndarray, kind: str) -> np.ndarray:
     """Pairwise similarity of texts from their embeddings.
 
@@ -126,12 +140,7 @@ def similarity_matrix(embeddings: np.ndarray, kind: str) -> np.ndarray:
     Raises:
         ConfigurationError: ``kind`` is unknown or the embeddings are invalid.
     """
-    if kind not in SIMILARITIES:
-        raise ConfigurationError(
-            f"unknown similarity kind {kind!r}; allowed values: {', '.join(SIMILARITIES)}"
-        )
-    cosine = cosine_matrix(embeddings)
-    similarity = (1.0 + cosine) / 2.0 if kind == "shifted_cosine" else np.abs(cosine)
+    similarity = similarity_of_cosine(cosine_matrix(embeddings), kind)
     # Rounding in the matrix product can leave a tiny asymmetry; remove it exactly.
     similarity = np.clip((similarity + similarity.T) / 2.0, 0.0, 1.0)
     np.fill_diagonal(similarity, 1.0)
