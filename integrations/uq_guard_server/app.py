@@ -29,6 +29,7 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -66,6 +67,16 @@ NOTE_HEADER = "x-uq-guard-note"
 T = TypeVar("T")
 
 
+def default_active_requests() -> int:
+    """One chat request at work per CPU core (at least 2).
+
+    A guarded call's own work (GAAP, embedding, scoring) is CPU: requests at
+    work beyond the cores share them and each gets slower, so a burst's p95
+    grows with every extra slot (``benchmarks/results/reliability.md``).
+    """
+    return max(2, os.cpu_count() or 2)
+
+
 @dataclass
 class ServerSettings:
     """How the proxy runs.
@@ -81,9 +92,12 @@ class ServerSettings:
         max_body_bytes: larger request bodies get 413.
         request_timeout_s: a request still unanswered after this (queueing
             included) gets 504, and its guarded work is cancelled.
-        max_active_requests: chat requests worked on at once.
+        max_active_requests: chat requests worked on at once (default: one a
+            CPU core, at least 2; see :func:`default_active_requests`).
         max_queue: chat requests waiting for a slot; when full, 503 with
-            ``Retry-After``.
+            ``Retry-After``. Default 0: shed the excess at once, so a served
+            request is not slowed by waiting (a queue trades latency for fewer
+            503s).
         retry_after_s: the ``Retry-After`` of that 503.
         upstream_key: the upstream's key, only to redact it from logs and errors.
     """
@@ -93,8 +107,8 @@ class ServerSettings:
     api_key: str | None = field(default=None, repr=False)
     max_body_bytes: int = 1_000_000
     request_timeout_s: float = 300.0
-    max_active_requests: int = 8
-    max_queue: int = 16
+    max_active_requests: int = field(default_factory=default_active_requests)
+    max_queue: int = 0
     retry_after_s: int = 1
     upstream_key: str | None = field(default=None, repr=False)
 

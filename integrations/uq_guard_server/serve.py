@@ -11,7 +11,7 @@ from typing import Any
 
 from uq_guard import GuardConfig
 from uq_guard._exceptions import ConfigurationError
-from uq_guard_server.app import ServerSettings, create_app
+from uq_guard_server.app import ServerSettings, create_app, default_active_requests
 from uq_guard_server.policy import DEFAULT_ALLOWED_SETTINGS, ServerPolicy
 from uq_guard_server.redact import RedactingFilter, redact_url
 from uq_guard_server.upstream import LocalUpstream, OpenAIUpstream, Upstream
@@ -94,14 +94,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-active-requests",
         type=int,
-        default=8,
-        help="chat requests worked on at once (default 8)",
+        help="chat requests worked on at once (default: one a CPU core, at least 2)",
     )
     parser.add_argument(
         "--max-queue",
         type=int,
-        default=16,
-        help="chat requests waiting for a slot; beyond, 503 with Retry-After (default 16)",
+        default=0,
+        help="chat requests waiting for a slot; beyond, 503 with Retry-After (default 0)",
     )
     parser.add_argument(
         "--set",
@@ -194,7 +193,7 @@ def server_settings(
         api_key=os.environ.get(args.api_key_env) or None,
         max_body_bytes=args.max_body_bytes,
         request_timeout_s=args.request_timeout,
-        max_active_requests=args.max_active_requests,
+        max_active_requests=args.max_active_requests or default_active_requests(),
         max_queue=args.max_queue,
         upstream_key=os.environ.get(args.upstream_key_env) or None,
     )

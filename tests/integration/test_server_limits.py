@@ -141,7 +141,7 @@ def test_a_client_that_gives_up_in_the_queue_never_reaches_the_upstream() -> Non
     # one slot: the first request (1 reply + 8 samples, 0.4 s each, one at a time) holds it
     with (
         ScriptedUpstream(honour_n=False, delay_s=0.4) as slow,
-        proxy(slow.base_url, policy=SLOW_POLICY, max_active_requests=1) as url,
+        proxy(slow.base_url, policy=SLOW_POLICY, max_active_requests=1, max_queue=1) as url,
     ):
         first = threading.Thread(target=post, args=(url, chat(uq_guard=SLOW_SETTINGS)))
         first.start()

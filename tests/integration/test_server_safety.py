@@ -337,7 +337,7 @@ def test_the_bearer_scheme_is_case_insensitive_and_required(
 def test_a_queued_request_times_out_too() -> None:
     with (
         ScriptedUpstream(honour_n=False, delay_s=0.5) as slow,
-        proxy(slow.base_url, max_active_requests=1, request_timeout_s=1.0) as url,
+        proxy(slow.base_url, max_active_requests=1, max_queue=1, request_timeout_s=1.0) as url,
     ):
         first = threading.Thread(target=post, args=(url, chat(uq_guard={"n_samples": 8})))
         first.start()
