@@ -37,7 +37,13 @@ Decision = Literal["answer", "abstain", "fallback", "best_of"]
 #: Scores in ``UncertaintyReport.scores`` where a *higher* value means *more*
 #: confidence; every other score is an uncertainty (higher = less sure).
 CONFIDENCE_LIKE_SCORES = frozenset(
-    {"max_output_mass", "verbalized_confidence", "reply_agreement", "reply_agreement_perturbed"}
+    {
+        "max_output_mass",
+        "verbalized_confidence",
+        "reply_agreement",
+        "reply_agreement_perturbed",
+        "reply_word_agreement",
+    }
 )
 
 

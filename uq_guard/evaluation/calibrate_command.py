@@ -120,6 +120,7 @@ def run_calibrate_command(args: argparse.Namespace) -> int:
         f"{args.method} calibrator of {method!r} fitted on {conf.size} questions "
         f"({int(np.sum(correct))} correct) -> {path}"
     )
+    _print_base_rate(calibrator, calibrator.apply(conf), correct, "in sample")
     _print_risk_control(control, args)
     return 0
 
@@ -193,6 +194,24 @@ def _fitted_with(paths: Sequence[str] | str) -> dict[str, Any] | None:
                 )
         fitted_with[key] = first[key]
     return fitted_with
+
+
+def _print_base_rate(
+    calibrator: Any, probability: np.ndarray, correct: np.ndarray, where: str
+) -> None:
+    """The neutral threshold a model shipping this file abstains under, and what it withholds."""
+    threshold = calibrator.base_rate
+    if threshold is None or probability.size == 0:
+        return
+    right = np.asarray(correct, dtype=bool)
+    below = np.asarray(probability) < threshold
+    wrong_share = below[~right].mean() if (~right).any() else float("nan")
+    right_share = below[right].mean() if right.any() else float("nan")
+    print(
+        f"base-rate threshold {threshold:.4f} (a shipped model's default, see "
+        f"Calibrator.base_rate), {where}: abstains on {wrong_share:.1%} of the wrong answers "
+        f"and {right_share:.1%} of the right ones"
+    )
 
 
 def _print_risk_control(control: Any, args: argparse.Namespace) -> None:
@@ -296,6 +315,7 @@ def _run_fuse(
             f"{_count(len(model.features), 'score')}, {model.n_fitted} questions"
             f"{_alone(result, model)}"
         )
+    _print_base_rate(calibrator, result.probability[held], result.correct[held], "held out")
     print("risk control on the held-out probabilities:")
     _print_risk_control(control, args)
     return 0

@@ -58,7 +58,6 @@ untouched, and a reply they reject can still be judged.
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -66,6 +65,7 @@ from typing import Literal
 import numpy as np
 
 from uq_guard._exceptions import ConfigurationError
+from uq_guard.scoring.answer_words import normalize_answer
 
 __all__ = [
     "LEAD_WORDS",
@@ -88,8 +88,6 @@ SHORT_GOLD_CHARS = 4
 #: The reply's lead: its fewest first sentences that hold at least this many (normalised) words.
 LEAD_WORDS = 10
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = str.maketrans("", "", string.punctuation)
 _DIGIT = re.compile(r"\d")
 # a sentence ends at . ! ? (before closing quotes or brackets) followed by a capital or a digit
 _SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*$")
@@ -98,12 +96,6 @@ _SENTENCE_START = re.compile(r"^[\"'“‘(\[]*[A-Z0-9]")
 _ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "mt", "jr", "sr", "vs", "no", "ft"})
 _PHRASE_END = re.compile(r"[,;:.!?)\]}\"”’]$")
 _PHRASE_START = re.compile(r"^[(\[{\"“‘]")
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
-    text = text.lower().translate(_PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
 
 
 @dataclass(frozen=True)

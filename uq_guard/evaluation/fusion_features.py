@@ -94,6 +94,7 @@ ANSWER_SCORES = frozenset(
         "max_token_nll",
         "reply_agreement",
         "reply_agreement_perturbed",
+        "reply_word_agreement",
         "semantic_volume",
         "semantic_entropy",
         "verbalized_confidence",

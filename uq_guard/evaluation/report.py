@@ -56,7 +56,15 @@ __all__ = [
 
 BRIER_FOLDS = 5  # the isotonic Brier score's cross-fitting folds
 X0_SAMPLE_SCORES = frozenset(
-    {"degree", "eigv", "eccentricity", "semantic_entropy", "semantic_volume", "reply_agreement"}
+    {
+        "degree",
+        "eigv",
+        "eccentricity",
+        "semantic_entropy",
+        "semantic_volume",
+        "reply_agreement",
+        "reply_word_agreement",
+    }
 )
 _COLUMNS = (("auroc", "AUROC"), ("prr", "PRR"), ("brier", "Brier (iso)"), ("ece", "ECE"))
 _COLUMNS = (*_COLUMNS, ("aurac", "AURAC"))

@@ -5,7 +5,9 @@ distinct texts once, builds the prompt and answer similarity graphs, and runs
 Inv-Entropy, the sample-only baselines, (when log-probabilities came back)
 the white-box scores, and two plain agreement scores (confidences, higher =
 surer): ``reply_agreement``, the mean similarity of the reply to the samples
-of x_0, and ``reply_agreement_perturbed``, to the samples of every prompt.
+of x_0, ``reply_agreement_perturbed``, to the samples of every prompt, and
+``reply_word_agreement``, the reply's answer words against x_0's samples'
+(:mod:`uq_guard.scoring.answer_words`).
 It also picks the reported confidence: Inv-Entropy's
 label-free confidence when there were perturbations, the agreement of the
 reply with the samples of x_0 otherwise (method ``"degree"``). Both are on one
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from uq_guard.embeddings import Embedder
+from uq_guard.scoring.answer_words import reply_word_agreement
 from uq_guard.scoring.baselines import (
     agreement_confidence,
     degree_uncertainty,
@@ -152,6 +155,9 @@ def score_samples(
             semantic_volume=semantic_volume(embeddings[x0_rows]),
             reply_agreement=float(np.mean(sim[reply_row, x0_rows])),
         )
+        word_agreement = reply_word_agreement(reply, answers[0], prompts[0])
+        if word_agreement is not None:
+            result.scores["reply_word_agreement"] = word_agreement
         candidate_rows = [position[reply], *x0_rows]
         candidate_sim = sim[np.ix_(candidate_rows, candidate_rows)]
         result.candidate_support = support(candidate_sim)
