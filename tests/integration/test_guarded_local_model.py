@@ -47,10 +47,12 @@ def test_a_steadily_answered_question_gets_clearly_higher_confidence_than_an_err
 def test_abstain_policy_replaces_the_erratic_answer_and_keeps_the_original(
     seeded: HuggingFaceChatModel,
 ) -> None:
-    # the product default for the bundled model: its shipped calibration (P(correct)), the
-    # sampling budget and system message it was fitted with, the default threshold
+    # the bundled model's shipped calibration (P(correct)) and the sampling budget and system
+    # message it was fitted with, under the stricter "more likely wrong than right" rule: at the
+    # shipped base-rate threshold (0.12) SmolLM2's confident wrong products such as "54" pass
     assert seeded.guard_defaults["calibration"]
-    chat = GuardedChatModel(model=seeded, policy="abstain")
+    assert seeded.guard_defaults["threshold"] < 0.5
+    chat = GuardedChatModel(model=seeded, policy="abstain", threshold=0.5)
     system = SystemMessage("Answer in a few words.")
 
     steady = chat.invoke([system, HumanMessage(STEADY)])
