@@ -7,7 +7,7 @@ and the PNG plots. Interrupted runs resume where they stopped.
 
     .venv/bin/python benchmarks/methods_nq_open.py --sets nq countries --limit 500
 
-``--compare-perturbations`` (issue 3) runs the same questions under GAAP, model
+``--compare-perturbations`` runs the same questions under GAAP, model
 paraphrase and no perturbation, in ``benchmarks/results/<set>/perturbation/<kind>``,
 and prints an AUROC table. The paraphrase and no-perturbation runs take the
 greedy reply and the samples of the unperturbed question from the GAAP run's
