@@ -1,7 +1,7 @@
 """How the perturbers compare on real questions: meaning kept, fidelity, diversity, speed.
 
-For each question of a set (``--data``: NQ-Open dev from
-``../shared/data/nq_open_dev.jsonl``, or the templated ``countries`` and
+For each question of a set (``--data``: ``nq`` for NQ-Open dev, found beside
+the checkout by default, any JSONL path, or the templated ``countries`` and
 ``arithmetic`` sets in ``benchmarks/datasets/``) every method is asked for
 m = 9 perturbations; the table reports, per method:
 
