@@ -25,7 +25,7 @@ from pathlib import Path
 
 from uq_guard import ConfigurationError, GuardConfig
 from uq_guard.backend import Backend
-from uq_guard.evaluation.cli_settings import apply_settings, parse_settings
+from uq_guard.cli_settings import apply_settings, parse_settings
 from uq_guard.evaluation.records import load_questions
 from uq_guard.evaluation.report import GUARD_CONFIDENCE, method_rows, write_report
 from uq_guard.evaluation.runner import add_verbalized, make_backend, run_eval
@@ -159,7 +159,7 @@ def variants(args: argparse.Namespace, out: Path) -> list[tuple[str, dict, Path]
 def parse_overrides(spec: str) -> dict[str, object]:
     """``"gaap_min_fidelity=0.75,adaptive=true"`` -> GuardConfig overrides (JSON, else text).
 
-    Read as ``uq-guard eval --set`` reads its pairs (:mod:`uq_guard.evaluation.cli_settings`).
+    Read as ``uq-guard eval --set`` reads its pairs (:mod:`uq_guard.cli_settings`).
     """
     try:
         overrides = parse_settings(spec.split(","), option="--also")

@@ -11,6 +11,7 @@ from typing import Any
 
 from uq_guard import GuardConfig
 from uq_guard._exceptions import ConfigurationError
+from uq_guard.cli_settings import apply_settings, parse_settings
 from uq_guard_server.app import ServerSettings, create_app, default_active_requests
 from uq_guard_server.policy import DEFAULT_ALLOWED_SETTINGS, ServerPolicy
 from uq_guard_server.redact import RedactingFilter, redact_url
@@ -121,25 +122,9 @@ def guard_config(pairs: list[str], defaults: Mapping[str, Any] | None = None) ->
             (its calibration and the sampling settings it was fitted with).
 
     Raises:
-        ConfigurationError: a pair without ``=`` or a bad setting.
+        ConfigurationError: a pair without ``=``, a name that is no setting, or a bad value.
     """
-    import json
-
-    settings: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ConfigurationError(f"--set takes KEY=VALUE, got {pair!r}")
-        try:
-            settings[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            settings[key.strip()] = value
-    base = {
-        name: value
-        for name, value in (defaults or {}).items()
-        if name in GuardConfig.model_fields and name not in settings
-    }
-    return GuardConfig(**base, **settings)
+    return apply_settings(defaults, parse_settings(pairs))
 
 
 def model_guard_defaults(upstream: Upstream) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from tests.unit.test_eval_runner import _CLI_BACKEND, write_questions
 from uq_guard import GuardConfig
 from uq_guard._exceptions import ConfigurationError
 from uq_guard.cli import main
-from uq_guard.evaluation.cli_settings import apply_settings, parse_settings
+from uq_guard.cli_settings import apply_settings, parse_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = "py:tests.unit.test_eval_runner:fake_model"

@@ -174,8 +174,8 @@ def _progress_bars_off() -> Iterator[None]:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    from uq_guard.cli_settings import apply_settings
     from uq_guard.config import GuardConfig
-    from uq_guard.evaluation.cli_settings import apply_settings
     from uq_guard.evaluation.judge import ModelJudge
     from uq_guard.evaluation.records import load_questions
     from uq_guard.evaluation.report import run_warnings, tsu_by_method, write_report, write_tsu
@@ -315,7 +315,7 @@ def _guard_settings(pairs: list[str] | None) -> dict[str, Any]:
         ConfigurationError: a bad pair, an unknown name, or ``policy`` /
             ``include_samples`` (an eval annotates and keeps the samples).
     """
-    from uq_guard.evaluation.cli_settings import parse_settings
+    from uq_guard.cli_settings import parse_settings
 
     settings = parse_settings(pairs or [])
     fixed = sorted(set(settings) & {"policy", "include_samples"})

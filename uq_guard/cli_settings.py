@@ -1,9 +1,9 @@
 """Any :class:`~uq_guard.GuardConfig` field, by name, from a command line: ``KEY=VALUE``.
 
-The one parser of guard settings on a command line: ``uq-guard eval --set``
-and the benchmarks' ``--also`` read theirs here. A value is read as JSON when
-it is JSON (``0.4``, ``true``, ``null``, ``["a", "b"]``), else as text
-(``abstain``)::
+The one parser of guard settings on a command line: ``uq-guard eval --set``,
+``uq-guard serve --set`` and the benchmarks' ``--also`` read theirs here. A
+value is read as JSON when it is JSON (``0.4``, ``true``, ``null``,
+``["a", "b"]``), else as text (``abstain``)::
 
     settings = parse_settings(["threshold=0.4", "policy=abstain"])  # a typo fails here
     config = apply_settings(GuardConfig(n_samples=3), settings)     # a bad value fails here
