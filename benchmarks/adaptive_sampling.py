@@ -30,19 +30,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from _common import NQ_OPEN_DEV, auroc_cell
 from uq_guard_hf import HuggingFaceChatModel
 
-from uq_guard import Guard, GuardConfig, UQGuardError
+from uq_guard import Guard, GuardConfig
 from uq_guard.embeddings import shared_embedder
 from uq_guard.evaluation.correctness import assess_answer
-from uq_guard.evaluation.metrics import auroc
 from uq_guard.evaluation.records import load_questions
 
-NQ_OPEN = Path(__file__).resolve().parents[2] / "shared" / "data" / "nq_open_dev.jsonl"
 BUDGET = {"n_perturbations": 4, "n_samples": 4, "max_tokens": 24, "seed": 0}
 REPLY_MAX_TOKENS = 32  # the greedy reply; NQ answers are a phrase or a sentence
-N_BOOTSTRAP_CI = 1000
 
 
 @dataclass
@@ -98,26 +95,6 @@ async def measure(
     return runs, correct
 
 
-def auroc_cell(confidence: list[float], correct: list[bool]) -> str:
-    known = np.isfinite(np.asarray(confidence, dtype=float))
-    confidence = list(np.asarray(confidence, dtype=float)[known])
-    correct = list(np.asarray(correct)[known])
-    try:
-        value = auroc(confidence, correct)
-    except UQGuardError:  # every reply right, or every reply wrong
-        return "undefined (one class only)"
-    rng = np.random.default_rng(0)
-    conf, corr = np.asarray(confidence), np.asarray(correct)
-    draws = []
-    for _ in range(N_BOOTSTRAP_CI):
-        pick = rng.integers(0, len(corr), len(corr))
-        if corr[pick].all() or not corr[pick].any():
-            continue
-        draws.append(auroc(conf[pick], corr[pick]))
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return f"{value:.3f} [{low:.2f}, {high:.2f}]"
-
-
 def print_table(runs: dict[str, Run], correct: list[bool]) -> None:
     off = runs["off"]
     modes = list(runs)
@@ -153,7 +130,9 @@ def print_table(runs: dict[str, Run], correct: list[bool]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=NQ_OPEN, help="question JSONL (NQ-Open dev)")
+    parser.add_argument(
+        "--data", type=Path, default=NQ_OPEN_DEV, help="question JSONL (NQ-Open dev)"
+    )
     parser.add_argument("--limit", type=int, default=40, help="questions (first N of the file)")
     parser.add_argument(
         "--margin",

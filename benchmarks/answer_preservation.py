@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from uq_guard import GuardConfig
-from uq_guard.evaluation.metrics import evaluate
 from uq_guard.evaluation.records import EvalRecord, load_questions, read_records
 from uq_guard.evaluation.report import GUARD_CONFIDENCE, method_signal
 from uq_guard.evaluation.runner import make_backend, run_eval
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _common import auroc_cell  # noqa: E402
 from perturbation import DATA, asks_the_same  # noqa: E402
 
 VARIANTS = {
@@ -59,15 +59,6 @@ def changed_share(records: list[EvalRecord]) -> float:
     ]
     known = [v for v in verdicts if v is not None]
     return 1.0 - float(np.mean(known)) if known else float("nan")
-
-
-def auroc_cell(records: list[EvalRecord], method: str, n_resamples: int) -> str:
-    confidence, correct = method_signal(records, method)
-    if len(confidence) == 0:
-        return "n/a"
-    summary = evaluate(confidence, correct, n_resamples=n_resamples, seed=0, metrics=("auroc",))
-    interval = summary.metrics["auroc"]
-    return f"{interval.estimate:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
 
 
 def main() -> int:
@@ -123,7 +114,7 @@ def main() -> int:
     print("| perturber | changed the question | " + " | ".join(SHOWN) + " |")
     print("|---|---|" + "---|" * len(SHOWN))
     for name, records in runs.items():
-        cells = [auroc_cell(records, method, args.bootstrap) for method in SHOWN]
+        cells = [auroc_cell(*method_signal(records, method), args.bootstrap) for method in SHOWN]
         print(f"| {name} | {changed_share(records):.1%} | " + " | ".join(cells) + " |")
     return 0
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _common import NQ_OPEN_DEV
 from uq_guard_hf import HuggingFaceChatModel
 
 from uq_guard.backend import GenerationRequest
@@ -33,7 +34,6 @@ from uq_guard.embeddings import SentenceTransformerEmbedder
 from uq_guard.evaluation.records import load_questions
 from uq_guard.scoring.suite import score_samples
 
-NQ_OPEN = Path(__file__).resolve().parents[2] / "shared" / "data" / "nq_open_dev.jsonl"
 N_PROMPTS, N_ANSWERS, N_BOOTSTRAP, MAX_TOKENS = 10, 5, 30, 32
 
 
@@ -166,7 +166,9 @@ def print_table(rows: list[tuple]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="scoring repeats (median)")
-    parser.add_argument("--data", type=Path, default=NQ_OPEN, help="question JSONL (NQ-Open dev)")
+    parser.add_argument(
+        "--data", type=Path, default=NQ_OPEN_DEV, help="question JSONL (NQ-Open dev)"
+    )
     args = parser.parse_args()
 
     prompts = [item.question + "?" for item in load_questions(args.data, N_PROMPTS)]

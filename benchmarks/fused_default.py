@@ -30,18 +30,13 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from _common import auroc_cell
 
 from uq_guard.evaluation.fusion import evaluate_fused
-from uq_guard.evaluation.metrics import auroc, class_balance_warning, ece, evaluate, smooth_ece
+from uq_guard.evaluation.metrics import auroc, class_balance_warning, ece, smooth_ece
 from uq_guard.evaluation.records import read_records, write_records
 from uq_guard.evaluation.report import method_signal, write_report
 from uq_guard.evaluation.runner import rescore
-
-
-def interval(confidence: np.ndarray, correct: np.ndarray, n_resamples: int) -> str:
-    summary = evaluate(confidence, correct, n_resamples=n_resamples, seed=0, metrics=("auroc",))
-    value = summary.metrics["auroc"]
-    return f"{value.estimate:.3f} [{value.low:.3f}, {value.high:.3f}]"
 
 
 def main() -> int:
@@ -98,8 +93,8 @@ def main() -> int:
         ]
         lines.append(
             f"| {name} | {int(correct.sum())} / {int((~correct).sum())} | "
-            f"{interval(probability, correct, args.bootstrap)} | {best} "
-            f"{interval(best_confidence, best_labels, args.bootstrap)} | "
+            f"{auroc_cell(probability, correct, args.bootstrap)} | {best} "
+            f"{auroc_cell(best_confidence, best_labels, args.bootstrap)} | "
             f"{ece(probability, correct):.3f} | {smooth_ece(probability, correct):.3f} | "
             + " | ".join(f"{wrong:.1%} / {right:.1%}" for wrong, right in abstained)
             + " |"

@@ -24,9 +24,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from _common import auroc_cell
 
 from uq_guard.embeddings import shared_embedder
-from uq_guard.evaluation.metrics import evaluate
 from uq_guard.evaluation.records import read_records
 from uq_guard.scoring.inv_entropy import inv_entropy
 
@@ -89,10 +89,8 @@ def main() -> int:
         "|---|---|",
     ]
     for name in rows[0]:
-        values = np.array([row[name] for row in rows], dtype=float)
-        summary = evaluate(values, correct, n_resamples=args.bootstrap, metrics=("auroc",))
-        value = summary.metrics["auroc"]
-        lines.append(f"| {name} | {value.estimate:.3f} [{value.low:.3f}, {value.high:.3f}] |")
+        values = [row[name] for row in rows]
+        lines.append(f"| {name} | {auroc_cell(values, correct, args.bootstrap)} |")
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import NQ_OPEN_DEV
+
 from uq_guard import ConfigurationError, GuardConfig
 from uq_guard.backend import Backend
 from uq_guard.cli_settings import apply_settings, parse_settings
@@ -31,7 +33,6 @@ from uq_guard.evaluation.report import GUARD_CONFIDENCE, method_rows, write_repo
 from uq_guard.evaluation.runner import add_verbalized, make_backend, run_eval
 
 ROOT = Path(__file__).resolve().parent
-NQ_OPEN = ROOT.parent.parent / "shared" / "data" / "nq_open_dev.jsonl"
 COUNTRIES = ROOT / "datasets" / "countries.jsonl"
 PERTURBATIONS = ("gaap", "paraphrase", "none")
 COMPARED = (GUARD_CONFIDENCE, "inv_entropy", "max_output_mass", "degree", "gnll")
@@ -57,7 +58,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, sets: str, limit: int)
     parser.add_argument("--n-samples", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--nq-path", type=Path, default=NQ_OPEN)
+    parser.add_argument("--nq-path", type=Path, default=NQ_OPEN_DEV)
     parser.add_argument("--out-root", type=Path, default=ROOT / "results")
 
 
@@ -175,11 +176,7 @@ def print_comparison(name: str, results: dict, n_resamples: int, seed: int) -> N
     for label, records in results.items():
         for row in method_rows(records, n_resamples=n_resamples, seed=seed):
             interval = row.summary.metrics.get("auroc")
-            cell = (
-                "undefined"
-                if interval is None
-                else (f"{interval.estimate:.3f} [{interval.low:.3f}, {interval.high:.3f}]")
-            )
+            cell = "undefined" if interval is None else str(interval)
             aurocs.setdefault(row.method, {})[label] = cell
     print(f"\nAUROC on {name} by run")
     print("| method | " + " | ".join(results) + " |")

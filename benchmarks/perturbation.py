@@ -49,6 +49,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import NQ_OPEN_DEV
 
 from uq_guard.embeddings import shared_embedder
 from uq_guard.evaluation.records import load_questions
@@ -63,7 +64,7 @@ from uq_guard.perturb import (
 
 HERE = Path(__file__).resolve().parent
 DATA = {
-    "nq": HERE.parents[1] / "shared" / "data" / "nq_open_dev.jsonl",
+    "nq": NQ_OPEN_DEV,
     "countries": HERE / "datasets" / "countries.jsonl",
     "arithmetic": HERE / "datasets" / "arithmetic.jsonl",
 }

@@ -378,6 +378,4 @@ def _interval(summary: Any, metric: str) -> str:
     interval = summary.metrics.get(metric)
     if interval is None:
         return "n/a (" + summary.undefined.get(metric, "undefined") + ")"
-    if interval.n_resamples == 0:
-        return f"{interval.estimate:.3f}"
-    return f"{interval.estimate:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
+    return str(interval)

@@ -103,6 +103,12 @@ class Interval:
     n_resamples: int
     n_valid: int
 
+    def __str__(self) -> str:
+        """``0.834 [0.781, 0.884]``, or the bare estimate when nothing was resampled."""
+        if self.n_resamples == 0:
+            return f"{self.estimate:.3f}"
+        return f"{self.estimate:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
 
 Metric = Callable[[np.ndarray, np.ndarray], np.ndarray]
 

@@ -221,9 +221,7 @@ def _cell(row: MethodRow, metric: str) -> str:
     if interval is None:
         why = row.summary.undefined.get(metric, "not computed")
         return _UNDEFINED_SHORT.get(why, "undefined†")
-    if interval.n_resamples:
-        return f"{interval.estimate:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
-    return f"{interval.estimate:.3f}"
+    return str(interval)
 
 
 def _table(rows: Sequence[MethodRow]) -> tuple[list[str], list[list[str]]]:
