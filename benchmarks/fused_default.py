@@ -33,7 +33,13 @@ import numpy as np
 from _common import auroc_cell
 
 from uq_guard.evaluation.fusion import evaluate_fused
-from uq_guard.evaluation.metrics import auroc, class_balance_warning, ece, smooth_ece
+from uq_guard.evaluation.metrics import (
+    abstention_shares,
+    auroc,
+    class_balance_warning,
+    ece,
+    smooth_ece,
+)
 from uq_guard.evaluation.records import read_records, write_records
 from uq_guard.evaluation.report import method_signal, write_report
 from uq_guard.evaluation.runner import rescore
@@ -87,10 +93,7 @@ def main() -> int:
                 singles[feature] = (auroc(confidence, labels), confidence, labels)
         best = max(singles, key=lambda k: singles[k][0])
         _, best_confidence, best_labels = singles[best]
-        abstained = [
-            (np.mean(probability[~correct] < t), np.mean(probability[correct] < t))
-            for t in (shipped, 0.5)
-        ]
+        abstained = [abstention_shares(probability, correct, t) for t in (shipped, 0.5)]
         lines.append(
             f"| {name} | {int(correct.sum())} / {int((~correct).sum())} | "
             f"{auroc_cell(probability, correct, args.bootstrap)} | {best} "

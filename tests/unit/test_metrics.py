@@ -351,3 +351,16 @@ def test_evaluate_carries_the_class_balance_warning() -> None:
     assert summary.as_dict()["warnings"] == summary.warnings
     conf, correct = noisy(n=200)
     assert evaluate(conf, correct, n_resamples=20).warnings == []
+
+
+def test_abstention_shares_are_what_a_threshold_withholds_of_each_class() -> None:
+    from uq_guard.evaluation.metrics import abstention_shares
+
+    confidence = np.array([0.1, 0.2, 0.6, 0.05, 0.7, 0.9])
+    correct = np.array([False, False, False, True, True, True])
+    assert abstention_shares(confidence, correct, 0.5) == (
+        pytest.approx(2 / 3),
+        pytest.approx(1 / 3),
+    )
+    wrong, right = abstention_shares(confidence[:3], correct[:3], 0.5)
+    assert wrong == pytest.approx(2 / 3) and np.isnan(right)  # no right answer to withhold

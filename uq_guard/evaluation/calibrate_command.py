@@ -200,13 +200,12 @@ def _print_base_rate(
     calibrator: Any, probability: np.ndarray, correct: np.ndarray, where: str
 ) -> None:
     """The neutral threshold a model shipping this file abstains under, and what it withholds."""
+    from uq_guard.evaluation.metrics import abstention_shares
+
     threshold = calibrator.base_rate
     if threshold is None or probability.size == 0:
         return
-    right = np.asarray(correct, dtype=bool)
-    below = np.asarray(probability) < threshold
-    wrong_share = below[~right].mean() if (~right).any() else float("nan")
-    right_share = below[right].mean() if right.any() else float("nan")
+    wrong_share, right_share = abstention_shares(probability, correct, threshold)
     print(
         f"base-rate threshold {threshold:.4f} (a shipped model's default, see "
         f"Calibrator.base_rate), {where}: abstains on {wrong_share:.1%} of the wrong answers "

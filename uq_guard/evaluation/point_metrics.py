@@ -31,6 +31,7 @@ __all__ = [
     "ECE_BINS",
     "SMOOTH_ECE_GRID",
     "RiskCoverageCurve",
+    "abstention_shares",
     "aurac",
     "auroc",
     "brier_score",
@@ -285,3 +286,18 @@ def risk_coverage_curve(confidence: Any, correct: Any) -> RiskCoverageCurve:
         n_answered=n_answered,
         n_errors=n_errors.round().astype(int),
     )
+
+
+def abstention_shares(
+    confidence: np.ndarray, correct: np.ndarray, threshold: float
+) -> tuple[float, float]:
+    """``(wrong, right)``: the shares of wrong and of right answers under ``threshold``.
+
+    What an ``abstain`` policy at that threshold withholds of each; NaN for a
+    class with no answer.
+    """
+    below = np.asarray(confidence, dtype=float) < threshold
+    right = np.asarray(correct, dtype=bool)
+    wrong_share = float(below[~right].mean()) if (~right).any() else float("nan")
+    right_share = float(below[right].mean()) if right.any() else float("nan")
+    return wrong_share, right_share
