@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import AsyncIterator, Iterator
-from types import ModuleType, TracebackType
+from types import ModuleType
 from typing import Any
 
 import openai
@@ -131,7 +131,20 @@ def _reports(chunks: list[ChatCompletionChunk]) -> UncertaintyReport | None:
     return None
 
 
-class GuardedStream(openai.Stream[ChatCompletionChunk]):
+class _Replayed:
+    """The guarded chunks, replayed: what the sync and async streams share.
+
+    Not the SDK's ``__init__``: there is no HTTP body to decode. The SDK's own
+    context-manager methods call :meth:`close`, which each stream overrides.
+    """
+
+    def __init__(self, chunks: list[ChatCompletionChunk], *, response: Any) -> None:
+        self.response = response
+        self.uncertainty = _reports(chunks)
+        self._iterator = self._replay(chunks)  # type: ignore[attr-defined]
+
+
+class GuardedStream(_Replayed, openai.Stream[ChatCompletionChunk]):
     """What a wrapped client's ``create(..., stream=True)`` returns: an ``openai.Stream``.
 
     Iterate it, use it as a context manager, ``close()`` it, as the SDK's
@@ -142,28 +155,11 @@ class GuardedStream(openai.Stream[ChatCompletionChunk]):
         response: a stand-in HTTP response (200, no body).
     """
 
-    def __init__(self, chunks: list[ChatCompletionChunk], *, response: Any) -> None:
-        # Not the SDK's __init__: there is no HTTP body to decode.
-        self.response = response
-        self.uncertainty = _reports(chunks)
-        self._iterator = self._replay(chunks)
-
     def _replay(self, chunks: list[ChatCompletionChunk]) -> Iterator[ChatCompletionChunk]:
         try:
             yield from chunks
         finally:
             self.response.close()
-
-    def __enter__(self) -> GuardedStream:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Stop the stream: iteration ends, the stand-in response is closed."""
@@ -171,7 +167,7 @@ class GuardedStream(openai.Stream[ChatCompletionChunk]):
         self.response.close()
 
 
-class AsyncGuardedStream(openai.AsyncStream[ChatCompletionChunk]):
+class AsyncGuardedStream(_Replayed, openai.AsyncStream[ChatCompletionChunk]):
     """A wrapped ``AsyncOpenAI``'s ``create(..., stream=True)``: an ``openai.AsyncStream``.
 
     ``async for`` it, use it as an async context manager, ``await close()``
@@ -182,11 +178,6 @@ class AsyncGuardedStream(openai.AsyncStream[ChatCompletionChunk]):
         response: a stand-in HTTP response (200, no body).
     """
 
-    def __init__(self, chunks: list[ChatCompletionChunk], *, response: Any) -> None:
-        self.response = response
-        self.uncertainty = _reports(chunks)
-        self._iterator = self._replay(chunks)
-
     async def _replay(
         self, chunks: list[ChatCompletionChunk]
     ) -> AsyncIterator[ChatCompletionChunk]:
@@ -195,17 +186,6 @@ class AsyncGuardedStream(openai.AsyncStream[ChatCompletionChunk]):
                 yield item
         finally:
             await self.response.aclose()
-
-    async def __aenter__(self) -> AsyncGuardedStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """Stop the stream: iteration ends, the stand-in response is closed."""
