@@ -40,3 +40,11 @@ def auroc_cell(
     )
     interval = summary.metrics.get("auroc")
     return str(interval) if interval is not None else "undefined (one class only)"
+
+
+def emit(lines: Sequence[str], out: Path | None) -> None:
+    """Print a benchmark's table, and write it to ``out`` (markdown) when given."""
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        out.write_text(text + "\n", encoding="utf-8")

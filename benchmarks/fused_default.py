@@ -30,7 +30,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from _common import auroc_cell
+from _common import auroc_cell, emit
 
 from uq_guard.evaluation.fusion import evaluate_fused
 from uq_guard.evaluation.metrics import (
@@ -107,10 +107,7 @@ def main() -> int:
             warnings.append(f"- {name}: {warning}")
     if warnings:
         lines += ["", "Warnings:", *warnings]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    emit(lines, args.out)
     return 0
 
 

@@ -24,7 +24,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from _common import auroc_cell
+from _common import auroc_cell, emit
 
 from uq_guard.embeddings import shared_embedder
 from uq_guard.evaluation.records import read_records
@@ -91,10 +91,7 @@ def main() -> int:
     for name in rows[0]:
         values = [row[name] for row in rows]
         lines.append(f"| {name} | {auroc_cell(values, correct, args.bootstrap)} |")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    emit(lines, args.out)
     return 0
 
 
