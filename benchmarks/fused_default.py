@@ -2,9 +2,9 @@
 
 Takes eval runs of the default guard (``uq-guard eval`` folders, e.g.
 ``benchmarks/results/default/countries`` and ``.../nq``), rescores their
-records from the stored texts (no model call; this adds scores newer than the
-run, such as ``reply_agreement``, and rewrites ``records.jsonl`` and the
-report), pools them, and fits the fused calibrator of
+records from the stored texts under the guard's current default scoring
+settings (no model call; this adds scores newer than the run and rewrites
+``records.jsonl`` and the report), pools them, and fits the fused calibrator of
 :mod:`uq_guard.evaluation.fusion` cross-fitted (5 stratified folds). It prints,
 for each set:
 
@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 from _common import auroc_cell, emit
 
-from uq_guard.evaluation.fusion import evaluate_fused
+from uq_guard import GuardConfig
+from uq_guard.evaluation.fusion import evaluate_fused, fit_fused
+from uq_guard.evaluation.fusion_features import ANSWER_SCORES
 from uq_guard.evaluation.metrics import (
     abstention_shares,
     auroc,
@@ -40,7 +42,7 @@ from uq_guard.evaluation.metrics import (
     ece,
     smooth_ece,
 )
-from uq_guard.evaluation.records import read_records, write_records
+from uq_guard.evaluation.records import label_free_confidence, read_records, write_records
 from uq_guard.evaluation.report import method_signal, write_report
 from uq_guard.evaluation.runner import rescore
 
@@ -52,20 +54,24 @@ def main() -> int:
         "--threshold", type=float, help="the shipped threshold (default: the pooled base rate)"
     )
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument(
+        "--features", help="comma-separated scores to fuse (default: the calibrator's own choice)"
+    )
+    parser.add_argument(
+        "--held-out",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="eval runs of other question types: the calibrator fitted on RUNS is applied to them",
+    )
     parser.add_argument("--no-rescore", action="store_true", help="use the records as they are")
     parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
     args = parser.parse_args()
 
-    by_set: dict[str, list] = {}
-    for run in args.runs:
-        records = [r for r in read_records(run / "records.jsonl") if r.ok]
-        if not args.no_rescore:
-            records = rescore(records)
-            write_records(run / "records.jsonl", records)
-            write_report(records, run, title=f"{run.name}, default guard", plots=False)
-        by_set[run.name] = records
+    by_set = {run.name: _records(run, args.no_rescore) for run in args.runs}
     pooled = [r for records in by_set.values() for r in records]
-    fused = evaluate_fused(pooled, n_resamples=0)
+    features = args.features.split(",") if args.features else None
+    fused = evaluate_fused(pooled, features=features, n_resamples=0)
     base_rate = float(np.mean(fused.correct))
     shipped = args.threshold if args.threshold is not None else base_rate
     lines = [
@@ -87,9 +93,9 @@ def main() -> int:
         known = np.isfinite(probability)
         probability, correct = probability[known], correct[known]
         singles = {}
-        for feature in fused.features:
+        for feature in sorted(set(fused.features) | ANSWER_SCORES | {"inv_entropy_confidence"}):
             confidence, labels = method_signal(records, feature)
-            if len(confidence) == len(records) and 0 < labels.sum() < len(labels):
+            if 0 < len(confidence) == len(records) and 0 < labels.sum() < len(labels):
                 singles[feature] = (auroc(confidence, labels), confidence, labels)
         best = max(singles, key=lambda k: singles[k][0])
         _, best_confidence, best_labels = singles[best]
@@ -105,10 +111,57 @@ def main() -> int:
         warning = class_balance_warning(int(correct.sum()), len(correct))
         if warning:
             warnings.append(f"- {name}: {warning}")
+    if args.held_out:
+        lines += _held_out_lines(pooled, features, args, shipped)
     if warnings:
         lines += ["", "Warnings:", *warnings]
     emit(lines, args.out)
     return 0
+
+
+def _records(run: Path, as_they_are: bool) -> list:
+    """A run's answered records, rescored under the default settings unless ``as_they_are``."""
+    records = [r for r in read_records(run / "records.jsonl") if r.ok]
+    if not as_they_are:
+        records = rescore(records, similarity=GuardConfig().similarity)
+        write_records(run / "records.jsonl", records)
+        write_report(records, run, title=f"{run.name}, default guard", plots=False)
+    return records
+
+
+def _held_out_lines(
+    pooled: list, features: list[str] | None, args: argparse.Namespace, shipped: float
+) -> list[str]:
+    """The calibrator fitted on every pooled record, applied to each held-out run."""
+    calibrator = fit_fused(pooled, features=features)
+    lines = [
+        "",
+        "Fitted on all of the above, applied to question types it never saw:",
+        "",
+        "| held-out set | right / wrong | P(correct) AUROC | label-free confidence AUROC | "
+        f"abstains at {shipped:.3f}: wrong / right |",
+        "|---|---|---|---|---|",
+    ]
+    for run in args.held_out:
+        records = _records(run, args.no_rescore)
+        probability = np.array(
+            [
+                calibrator.calibrate(
+                    r.scores, confidence=label_free_confidence(r), method=r.method
+                ).probability
+                for r in records
+            ],
+            dtype=float,
+        )
+        correct = np.array([bool(r.correct) for r in records])
+        label_free = np.array([label_free_confidence(r) for r in records], dtype=float)
+        wrong, right = abstention_shares(probability, correct, shipped)
+        lines.append(
+            f"| {run.name} | {int(correct.sum())} / {int((~correct).sum())} | "
+            f"{auroc_cell(probability, correct, args.bootstrap)} | "
+            f"{auroc_cell(label_free, correct, args.bootstrap)} | {wrong:.1%} / {right:.1%} |"
+        )
+    return lines
 
 
 if __name__ == "__main__":

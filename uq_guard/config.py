@@ -32,7 +32,7 @@ from uq_guard.calibration import Calibrator, load_calibration
 Policy = Literal["annotate", "abstain", "fallback", "raise", "best_of"]
 Perturbation = Literal["gaap", "paraphrase", "gaap+paraphrase", "none"]
 GAAPLexicon = Literal["auto", "wordnet", "model", "user", "none"]
-SimilarityName = Literal["shifted_cosine", "abs_cosine"]
+SimilarityName = Literal["answer_words", "shifted_cosine", "abs_cosine"]
 SimilarityFn = Callable[[list[str]], np.ndarray]
 
 POLICIES: tuple[str, ...] = ("annotate", "abstain", "fallback", "raise", "best_of")
@@ -199,7 +199,13 @@ class GuardConfig(BaseModel):
     )
 
     # --- scoring ---------------------------------------------------------
-    similarity: SimilarityName | SimilarityFn = "shifted_cosine"
+    similarity: SimilarityName | SimilarityFn = Field(
+        "answer_words",
+        description="How texts are compared: answer_words = prompts by shifted cosine of their "
+        "embeddings, answers by the overlap of their content words (the default: it tells "
+        "'54' from '56'); shifted_cosine or abs_cosine = embeddings for both; or a callable "
+        "over texts returning a similarity matrix (both graphs).",
+    )
     n_bootstrap: int = Field(
         30, ge=0, le=10_000, description="Bootstrap draws B (0 = plain value)."
     )

@@ -52,6 +52,7 @@ from uq_guard.perturb import (
 )
 from uq_guard.policies import Situation, policy_named
 from uq_guard.report import Cost, Decision, UncertaintyReport
+from uq_guard.scoring.similarity import SIMILARITIES
 from uq_guard.tracing import (
     CALL_SPAN,
     DECIDE_SPAN,
@@ -191,7 +192,8 @@ class Guard:
             delta=cfg.gaap_delta,
             min_fidelity=cfg.gaap_min_fidelity,
             protected=cfg.gaap_protected,
-            similarity=cfg.similarity if isinstance(cfg.similarity, str) else "shifted_cosine",
+            # GAAP's fitness compares prompts: an embedding similarity (answer_words' prompt side)
+            similarity=cfg.similarity if cfg.similarity in SIMILARITIES else "shifted_cosine",
             seed=cfg.seed,
         )
         if cfg.perturbation == "gaap":

@@ -43,6 +43,7 @@ CONFIDENCE_LIKE_SCORES = frozenset(
         "reply_agreement",
         "reply_agreement_perturbed",
         "reply_word_agreement",
+        "inv_entropy_confidence",
     }
 )
 

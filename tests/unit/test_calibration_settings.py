@@ -103,6 +103,35 @@ def test_pooled_runs_with_different_settings_are_refused(tmp_path: Path, capsys)
     assert not (tmp_path / "c.json").exists()
 
 
+def _rescored_as(records: Path, similarity: str) -> None:
+    """Mark ``records`` as rescored under ``similarity`` (their run.json still says otherwise)."""
+    lines = records.read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines]
+    for row in rows:
+        row["scoring"] = {**row["scoring"], "similarity": similarity}
+    records.write_text("\n".join(json.dumps(row) for row in rows) + "\n", encoding="utf-8")
+
+
+def test_the_records_scoring_settings_win_over_the_run_s_after_a_rescore(tmp_path: Path) -> None:
+    records = _run(tmp_path, "run", COMMITTED_RUN, slice(0, 200))
+    _rescored_as(records, "answer_words")
+    out = tmp_path / "calib.json"
+
+    assert _calibrate([records], out) == 0
+
+    assert load_calibration(out).fitted_with["similarity"] == "answer_words"
+
+
+def test_records_scored_alike_or_not_at_all(tmp_path: Path, capsys) -> None:
+    first = _run(tmp_path, "a", COMMITTED_RUN, slice(0, 200))
+    second = _run(tmp_path, "b", COMMITTED_RUN, slice(200, 400))
+    _rescored_as(second, "answer_words")
+
+    assert _calibrate([first, second], tmp_path / "c.json") == 2
+
+    assert "scored with different similarity" in capsys.readouterr().err
+
+
 def test_without_run_json_fitted_with_is_null_and_the_cli_warns(tmp_path: Path, capsys) -> None:
     records = _run(tmp_path, "run", None, slice(0, 200))
     out = tmp_path / "calib.json"

@@ -559,7 +559,9 @@ async def test_with_one_sample_the_fallback_compares_it_with_the_reply(embedder)
 
 
 async def test_the_fallback_keeps_the_raw_degree_score(embedder) -> None:
-    result = await run(scattered_model(), embedder, perturbation="none", n_samples=5)
+    result = await run(
+        scattered_model(), embedder, perturbation="none", n_samples=5, similarity="shifted_cosine"
+    )
     scores = result.report.scores
 
     # Lin et al.'s U_Deg over the samples, unchanged; confidence is not 1 - degree any more

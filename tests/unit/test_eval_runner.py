@@ -10,6 +10,7 @@ import pytest
 from tests.unit.fake_backend import FakeBackend
 from uq_guard import GuardConfig
 from uq_guard._exceptions import ConfigurationError
+from uq_guard.calibration import Calibrator, PlattMapping
 from uq_guard.cli import main
 from uq_guard.embeddings import SentenceTransformerEmbedder, shared_embedder
 from uq_guard.evaluation.records import EvalItem, load_questions, read_records
@@ -141,6 +142,21 @@ def test_rescoring_makes_no_model_call_and_reproduces_the_scores(items, tmp_path
     other = rescore(records, embedder=embedder, similarity="abs_cosine")
     assert other[0].scoring["similarity"] == "abs_cosine"
     assert other[0].scores["inv_entropy"] != pytest.approx(records[0].scores["inv_entropy"])
+
+
+def test_a_rescore_recalibrates_or_drops_the_stale_calibration(items, tmp_path, embedder) -> None:
+    records = run(items, FakeBackend(answer), tmp_path, embedder).records
+    stale = [r.model_copy(update={"calibrated": True, "raw_confidence": 0.3}) for r in records]
+
+    plain = rescore(stale, embedder=embedder)
+    assert not any(r.calibrated for r in plain)
+    assert all(r.raw_confidence is None for r in plain)
+
+    calibrator = Calibrator(mapping=PlattMapping(slope=2.0, intercept=-1.0), method="inv_entropy")
+    mapped = rescore(stale, embedder=embedder, calibrator=calibrator)
+    for before, after in zip(plain, mapped, strict=True):
+        assert after.calibrated and after.raw_confidence == pytest.approx(before.confidence)
+        assert after.confidence == pytest.approx(calibrator.apply(before.confidence))
 
 
 def test_reused_reply_and_x0_samples_are_not_asked_again(items, tmp_path, embedder) -> None:

@@ -112,3 +112,54 @@ def test_no_answer_at_all_gives_no_confidence() -> None:
 
     assert scored.confidence is None
     assert scored.method == "unavailable"
+
+
+# --- the default similarity: answers compared by their words -----------------
+
+ARITHMETIC = "What is 7 times 8?"
+FRAMED = "Q: What is 7 times 8?"
+
+
+class OneVectorEmbedder:
+    """The two prompts apart, every answer the same vector: only words tell answers apart."""
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        prompts = {ARITHMETIC: [1.0, 0.0, 0.0], FRAMED: [0.0, 1.0, 0.0]}
+        return np.array([prompts.get(text, [0.0, 0.0, 1.0]) for text in texts])
+
+
+def score_words(answers: list[list[str]], reply: str):
+    return score_samples(
+        embedder=OneVectorEmbedder(),
+        prompts=[ARITHMETIC, FRAMED],
+        answers=answers,
+        reply=reply,
+        n_bootstrap=0,
+    )
+
+
+def test_answer_words_tell_numbers_apart_where_embeddings_cannot() -> None:
+    agreeing = score_words([["56", "It is 56."], ["7 times 8 is 56", "56!"]], reply="It is 56.")
+    differing = score_words([["56", "It is 54."], ["7 times 8 is 72", "48"]], reply="It is 56.")
+
+    assert agreeing.method == differing.method == "inv_entropy"
+    assert agreeing.confidence == pytest.approx(1.0)
+    assert agreeing.scores["inv_entropy_confidence"] == pytest.approx(1.0)
+    assert differing.scores["inv_entropy_confidence"] < 0.5
+    assert differing.confidence < 0.5
+    # the embedding baselines still see one meaning everywhere
+    assert differing.scores["reply_agreement"] == pytest.approx(1.0)
+
+
+def test_a_reply_no_sample_agrees_with_is_not_trusted_though_the_samples_agree() -> None:
+    scored = score_words([["56", "It is 56."], ["56.", "56"]], reply="It is 54.")
+
+    assert scored.scores["inv_entropy_confidence"] == pytest.approx(1.0)  # about the samples
+    assert scored.scores["reply_word_agreement"] == 0.0
+    assert scored.confidence == pytest.approx(0.5)  # the mean of the two
+
+
+def test_reply_word_agreement_reads_every_prompt_s_samples() -> None:
+    scored = score_words([["54", "54"], ["56", "56"]], reply="56")
+
+    assert scored.scores["reply_word_agreement"] == pytest.approx(0.5)

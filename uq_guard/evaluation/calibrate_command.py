@@ -86,6 +86,8 @@ def run_calibrate_command(args: argparse.Namespace) -> int:
 
     records, sizes = _calibration_records(args.records)
     fitted_with = _fitted_with(args.records)
+    if fitted_with is not None:
+        fitted_with.update(_scored_with(records))
     if args.fuse:
         return _run_fuse(args, records, sizes, fitted_with)
     if args.features:
@@ -194,6 +196,29 @@ def _fitted_with(paths: Sequence[str] | str) -> dict[str, Any] | None:
                 )
         fitted_with[key] = first[key]
     return fitted_with
+
+
+#: The settings a record's ``scoring`` holds: they describe its scores even after a rescore.
+_SCORING_KEYS = ("similarity", "n_bootstrap", "cluster_threshold", "embedding_model")
+
+
+def _scored_with(records: Sequence[Any]) -> dict[str, Any]:
+    """The scoring settings every record was scored with (a rescore changes the run's).
+
+    Raises:
+        ConfigurationError: the records were scored with different values of one.
+    """
+    settings: dict[str, Any] = {}
+    for key in _SCORING_KEYS:
+        values = {repr(r.scoring[key]): r.scoring[key] for r in records if key in r.scoring}
+        if len(values) > 1:
+            raise ConfigurationError(
+                f"the records were scored with different {key}: {', '.join(values)}; rescore "
+                "them alike, or fit one calibration per setting"
+            )
+        if values and all(key in r.scoring for r in records):
+            settings[key] = next(iter(values.values()))
+    return settings
 
 
 def _print_base_rate(

@@ -63,7 +63,6 @@ X0_SAMPLE_SCORES = frozenset(
         "semantic_entropy",
         "semantic_volume",
         "reply_agreement",
-        "reply_word_agreement",
     }
 )
 _COLUMNS = (("auroc", "AUROC"), ("prr", "PRR"), ("brier", "Brier (iso)"), ("ece", "ECE"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from uq_guard.calibration import Calibrator
 from uq_guard.embeddings import Embedder, shared_embedder
 from uq_guard.evaluation.records import EvalRecord
 from uq_guard.scoring.suite import score_samples
@@ -20,6 +21,7 @@ def rescore(
     n_bootstrap: int | None = None,
     seed: int | None = None,
     cluster_threshold: float | None = None,
+    calibrator: Calibrator | None = None,
 ) -> list[EvalRecord]:
     """Recompute every score of ``records`` from their stored texts; no model is called.
 
@@ -33,9 +35,13 @@ def rescore(
         embedder: defaults to the shared embedder of the records' embedding model.
         similarity / n_bootstrap / seed / cluster_threshold: scoring settings
             (see :class:`~uq_guard.GuardConfig`).
+        calibrator: applied to the new scores as the guard applies it; without
+            one the records' confidence is the new label-free one (a stored
+            calibration read the old scores, so it is not kept).
 
     Returns:
-        new records with ``scores``, ``confidence``, ``method`` and ``scoring`` replaced.
+        new records with ``scores``, ``confidence``, ``calibrated``,
+        ``raw_confidence``, ``method`` and ``scoring`` replaced.
     """
     rescored = []
     for record in records:
@@ -66,11 +72,20 @@ def rescore(
             **settings,
         )
         named = settings.get("similarity")
+        scores = {**record.scores, **scored.scores}
+        calibrated = (
+            calibrator.calibrate(scores, confidence=scored.confidence, method=scored.method)
+            if calibrator is not None and scored.confidence is not None
+            else None
+        )
+        applies = calibrated is not None and calibrated.probability is not None
         rescored.append(
             record.model_copy(
                 update={
-                    "scores": {**record.scores, **scored.scores},
-                    "confidence": scored.confidence,
+                    "scores": scores,
+                    "confidence": calibrated.probability if applies else scored.confidence,
+                    "calibrated": applies,
+                    "raw_confidence": scored.confidence if applies else None,
                     "method": scored.method,
                     "scoring": {
                         **stored,

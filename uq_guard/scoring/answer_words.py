@@ -1,28 +1,43 @@
-"""Word-level agreement of the reply with the samples: the answer words embeddings miss.
+"""Agreement between answers by the words that answer: what sentence embeddings miss.
 
 A sentence embedding places "7 times 8 is 54" next to "7 times 8 is 56" and
 "The capital is Sydney" next to "The capital is Canberra": the sentences
-differ in the one word that is the answer. ``reply_word_agreement`` reads
-those words. It is the mean SQuAD token F1 (Rajpurkar et al. 2016) between
-the reply and each sample of the question, over the words the question does
-not contain, so that restating the question does not count as agreeing.
-Lexical agreement between sampled answers is an established black-box
-uncertainty baseline (Fomicheva et al. 2020; LM-Polygraph's lexical
-similarity); this one compares each sample with the reply the user gets.
+differ in the one word that is the answer. This module compares answers by
+their *content words*: the SQuAD-normalised words (Rajpurkar et al. 2016)
+that the question does not contain and that are not function words, so that
+restating the question or sharing "the" does not count as agreeing.
 
-The score is confidence-like (1 = every sample gives the reply's answer
-words, 0 = none shares a word). Normalisation is SQuAD's, shared with the
-grading rules of :mod:`uq_guard.evaluation.correctness`.
+* :func:`word_overlap`: the Jaccard similarity of two answers' content-word
+  sets (Lin et al. 2024 use it between sampled answers; LM-Polygraph's
+  lexical similarity is its relative). 1 for the same words, 0 for none shared.
+* :func:`answer_word_similarity`: that similarity for every pair of a list of
+  texts, the answer graph of the ``"answer_words"`` similarity (S_Y of
+  Inv-Entropy, measured in ``benchmarks/results/README.md``).
+* :func:`reply_word_agreement`: the mean overlap of the reply with each
+  sampled answer, a confidence (1 = every sample names the reply's answer).
+
+Normalisation is SQuAD's, shared with the grading rules of
+:mod:`uq_guard.evaluation.correctness`.
 """
 
 from __future__ import annotations
 
 import re
 import string
-from collections import Counter
 from collections.abc import Sequence
 
-__all__ = ["answer_words", "normalize_answer", "reply_word_agreement", "token_f1"]
+import numpy as np
+
+from uq_guard._stopwords import STOPWORDS
+
+__all__ = [
+    "answer_word_similarity",
+    "answer_words",
+    "content_words",
+    "normalize_answer",
+    "reply_word_agreement",
+    "word_overlap",
+]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -40,26 +55,46 @@ def answer_words(text: str, question: str = "") -> list[str]:
     return [word for word in normalize_answer(text).split() if word not in asked]
 
 
-def token_f1(first: Sequence[str], second: Sequence[str]) -> float:
-    """SQuAD's token F1 of two word lists: 1.0 when both are empty, 0.0 when one is."""
-    if not first or not second:
-        return float(not first and not second)
-    shared = sum((Counter(first) & Counter(second)).values())
-    if shared == 0:
-        return 0.0
-    precision, recall = shared / len(first), shared / len(second)
-    return 2 * precision * recall / (precision + recall)
+def content_words(text: str, question: str = "") -> frozenset[str]:
+    """The answer words of ``text`` that are not function words.
+
+    When only function words are left ("No.", "It is."), those are kept: a
+    bare "no" is an answer, and two such replies should still compare.
+    """
+    said = answer_words(text, question)
+    return frozenset(word for word in said if word not in STOPWORDS) or frozenset(said)
+
+
+def word_overlap(first: frozenset[str], second: frozenset[str]) -> float:
+    """Jaccard similarity of two word sets: 1.0 when both are empty, 0.0 when one is."""
+    if not first and not second:
+        return 1.0
+    return len(first & second) / len(first | second)
+
+
+def answer_word_similarity(texts: Sequence[str], question: str = "") -> np.ndarray:
+    """``(n, n)`` :func:`word_overlap` of the texts' :func:`content_words`, unit diagonal.
+
+    Symmetric, in ``[0, 1]``; two unrelated answers (no content word shared) get 0.
+    """
+    words = [content_words(text, question) for text in texts]
+    matrix = np.eye(len(words))
+    for i in range(len(words)):
+        for j in range(i + 1, len(words)):
+            matrix[i, j] = matrix[j, i] = word_overlap(words[i], words[j])
+    return matrix
 
 
 def reply_word_agreement(reply: str, samples: Sequence[str], question: str = "") -> float | None:
-    """Mean token F1 of the reply's answer words with each sample's; None without samples.
+    """Mean :func:`word_overlap` of the reply's content words with each sample's; None without.
 
     Args:
         reply: the reply the user gets.
-        samples: the answers sampled for the question itself (x_0).
-        question: the question; its words are left out of both sides.
+        samples: sampled answers (the engine passes every prompt's: the
+            perturbations keep the question, so each sample is a vote).
+        question: the user's question; its words are left out of both sides.
     """
     if not samples:
         return None
-    said = answer_words(reply, question)
-    return sum(token_f1(said, answer_words(s, question)) for s in samples) / len(samples)
+    said = content_words(reply, question)
+    return sum(word_overlap(said, content_words(s, question)) for s in samples) / len(samples)

@@ -3,11 +3,18 @@
 :func:`score_samples` is the scoring step of the engine: it embeds the
 distinct texts once, builds the prompt and answer similarity graphs, and runs
 Inv-Entropy, the sample-only baselines, (when log-probabilities came back)
-the white-box scores, and two plain agreement scores (confidences, higher =
-surer): ``reply_agreement``, the mean similarity of the reply to the samples
-of x_0, ``reply_agreement_perturbed``, to the samples of every prompt, and
-``reply_word_agreement``, the reply's answer words against x_0's samples'
-(:mod:`uq_guard.scoring.answer_words`).
+the white-box scores, and three plain agreement scores (confidences, higher =
+surer): ``reply_agreement``, the mean embedding similarity of the reply to the
+samples of x_0, ``reply_agreement_perturbed``, to the samples of every prompt,
+and ``reply_word_agreement``, the reply's content words against every
+sample's (:mod:`uq_guard.scoring.answer_words`).
+
+The default similarity, ``"answer_words"``, compares prompts by the paper's
+shifted cosine of their embeddings and answers by the overlap of their
+content words: the answer graph (Inv-Entropy's S_Y, the x_0 graph of Degree,
+EigV and Eccentricity) then tells "54" from "56". ``"shifted_cosine"`` and
+``"abs_cosine"`` use the embeddings for both graphs.
+
 It also picks the reported confidence: Inv-Entropy's
 label-free confidence when there were perturbations, the agreement of the
 reply with the samples of x_0 otherwise (method ``"degree"``). Both are on one
@@ -23,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from uq_guard.embeddings import Embedder
-from uq_guard.scoring.answer_words import reply_word_agreement
+from uq_guard.scoring.answer_words import answer_word_similarity, reply_word_agreement
 from uq_guard.scoring.baselines import (
     agreement_confidence,
     degree_uncertainty,
@@ -42,11 +49,14 @@ SimilarityOption = str | Callable[[list[str]], np.ndarray]
 
 #: What two unrelated answers (cosine 0) score under each named similarity:
 #: the "every answer unrelated" reference of the label-free confidence.
-UNRELATED_SIMILARITY = {"shifted_cosine": 0.5, "abs_cosine": 0.0}
+UNRELATED_SIMILARITY = {"shifted_cosine": 0.5, "abs_cosine": 0.0, "answer_words": 0.0}
+
+#: The similarity that compares answers by their words (and prompts by shifted cosine).
+ANSWER_WORDS = "answer_words"
 
 
 def unrelated_similarity(similarity: SimilarityOption) -> float:
-    """What two unrelated texts score under ``similarity``; 0 for a user callable."""
+    """What two unrelated answers score under ``similarity``; 0 for a user callable."""
     if isinstance(similarity, str):
         return UNRELATED_SIMILARITY.get(similarity, 0.0)
     return 0.0
@@ -88,7 +98,7 @@ def score_samples(
     prompts: Sequence[str],
     answers: Sequence[Sequence[str]],
     reply: str,
-    similarity: SimilarityOption = "shifted_cosine",
+    similarity: SimilarityOption = ANSWER_WORDS,
     n_bootstrap: int = 30,
     seed: int = 0,
     cluster_threshold: float = 0.85,
@@ -102,7 +112,8 @@ def score_samples(
         prompts: x_0 (the user's prompt) then the perturbations.
         answers: for each prompt, the answers that came back (may be short or empty).
         reply: the reply the user gets (scored for best-of support).
-        similarity: a named similarity or a callable over texts.
+        similarity: a named similarity (``"answer_words"``, ``"shifted_cosine"``,
+            ``"abs_cosine"``) or a callable over texts (then used for both graphs).
         n_bootstrap: Inv-Entropy bootstrap draws (used when a prompt has >1 answer).
         seed: bootstrap seed.
         cluster_threshold: cosine for semantic-entropy clusters.
@@ -121,6 +132,7 @@ def score_samples(
     position = {text: i for i, text in enumerate(texts)}
     embeddings = embedder.encode(texts)
     sim = _similarity(texts, embeddings, similarity)
+    answer_sim = answer_word_similarity(texts, prompts[0]) if similarity == ANSWER_WORDS else sim
 
     prompt_rows = [position[prompts[k]] for k in pair_prompt]
     answer_rows = [position[a] for a in pair_answer]
@@ -131,7 +143,7 @@ def score_samples(
     unrelated = unrelated_similarity(similarity)
     inv = inv_entropy(
         sim[np.ix_(prompt_rows, prompt_rows)],
-        sim[np.ix_(answer_rows, answer_rows)],
+        answer_sim[np.ix_(answer_rows, answer_rows)],
         groups=pair_prompt,
         n_bootstrap=n_bootstrap if len(pair_answer) > len(set(pair_prompt)) else 0,
         seed=seed,
@@ -141,10 +153,13 @@ def score_samples(
 
     reply_row = position[reply]
     result.scores["reply_agreement_perturbed"] = float(np.mean(sim[reply_row, answer_rows]))
+    word_agreement = reply_word_agreement(reply, pair_answer, prompts[0])
+    if word_agreement is not None:
+        result.scores["reply_word_agreement"] = word_agreement
     x0_rows = [position[a] for a in answers[0]]
     sample_only_confidence = None
     if x0_rows:
-        sim_x0 = sim[np.ix_(x0_rows, x0_rows)]
+        sim_x0 = answer_sim[np.ix_(x0_rows, x0_rows)]
         result.scores.update(
             degree=degree_uncertainty(sim_x0),
             eigv=eigv_uncertainty(sim_x0),
@@ -155,11 +170,8 @@ def score_samples(
             semantic_volume=semantic_volume(embeddings[x0_rows]),
             reply_agreement=float(np.mean(sim[reply_row, x0_rows])),
         )
-        word_agreement = reply_word_agreement(reply, answers[0], prompts[0])
-        if word_agreement is not None:
-            result.scores["reply_word_agreement"] = word_agreement
         candidate_rows = [position[reply], *x0_rows]
-        candidate_sim = sim[np.ix_(candidate_rows, candidate_rows)]
+        candidate_sim = answer_sim[np.ix_(candidate_rows, candidate_rows)]
         result.candidate_support = support(candidate_sim)
         # The reply is one of the answers compared: the confidence is about what the user
         # gets, and with one sample (r = 1) the reply and that sample still make a pair.
@@ -173,7 +185,11 @@ def score_samples(
         result.scores["prompt_semantic_volume"] = semantic_volume(embeddings[distinct_prompts])
 
     if len(set(pair_prompt)) > 1 and inv.confidence is not None:
-        result.method, result.confidence = "inv_entropy", inv.confidence
+        result.scores["inv_entropy_confidence"] = inv.confidence
+        result.method = "inv_entropy"
+        result.confidence = _with_the_reply(
+            inv.confidence, answer_sim[reply_row, answer_rows], unrelated
+        )
         result.uncertainty = inv.inv_entropy
     elif sample_only_confidence is not None:
         result.method = "degree"
@@ -189,12 +205,28 @@ def score_samples(
     return result
 
 
+def _with_the_reply(inv_confidence: float, reply_similarity: np.ndarray, unrelated: float) -> float:
+    """The Inv-Entropy path's confidence: about the answers, and about the reply among them.
+
+    Inv-Entropy's label-free confidence (ALGORITHMS §2.9, kept as the score
+    ``inv_entropy_confidence``) reads the samples only: a greedy reply that
+    no sample agrees with would still get 1 when the samples agree with each
+    other. So the reported confidence is the mean of it and the reply's
+    support, its mean similarity to every sample on the same scale (``u``,
+    what two unrelated answers score, maps to 0). Both ends are kept: every
+    answer and the reply the same gives 1, all unrelated gives 0. Measured
+    in ``benchmarks/results/README.md``.
+    """
+    support = float(np.clip((np.mean(reply_similarity) - unrelated) / (1.0 - unrelated), 0, 1))
+    return (inv_confidence + support) / 2.0
+
+
 def _similarity(texts: list[str], embeddings: np.ndarray, option: SimilarityOption) -> np.ndarray:
     if callable(option):
         return check_similarity_matrix(
             option(texts), len(texts), getattr(option, "__name__", "similarity")
         )
-    return similarity_matrix(embeddings, option)
+    return similarity_matrix(embeddings, "shifted_cosine" if option == ANSWER_WORDS else option)
 
 
 def _add_whitebox(
