@@ -21,6 +21,14 @@ from uq_guard._exceptions import (
 from uq_guard._guard import guard
 from uq_guard.backend import Backend, Generation, GenerationRequest, Usage
 from uq_guard.config import GuardConfig
+from uq_guard.config_sections import (
+    AdaptiveSettings,
+    PerturbationSettings,
+    PolicySettings,
+    SamplingSettings,
+    ScoringSettings,
+    TransportSettings,
+)
 from uq_guard.embeddings import Embedder, SentenceTransformerEmbedder
 from uq_guard.engine import Guard, GuardResult
 from uq_guard.report import Cost, UncertaintyReport
@@ -29,6 +37,7 @@ from uq_guard.scoring.inv_entropy import InvEntropyResult, inv_entropy
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveSettings",
     "Backend",
     "ConfigurationError",
     "Cost",
@@ -42,7 +51,12 @@ __all__ = [
     "GuardResult",
     "InvEntropyResult",
     "MissingDependencyError",
+    "PerturbationSettings",
+    "PolicySettings",
+    "SamplingSettings",
+    "ScoringSettings",
     "SentenceTransformerEmbedder",
+    "TransportSettings",
     "UQGuardError",
     "UncertaintyAbstention",
     "UncertaintyReport",

@@ -181,12 +181,8 @@ async def _evaluate_one(
         "question": item.question,
         "gold": item.gold,
         "system": system,
-        "sampling": {
-            "temperature": config.temperature,
-            "n_samples": config.n_samples,
-            "max_tokens": config.max_tokens,
-            "reply_max_tokens": reply_max_tokens,
-        },
+        # the config's sections as they are, so a new sampling or scoring setting is recorded
+        "sampling": {**config.sampling.model_dump(), "reply_max_tokens": reply_max_tokens},
         "scoring": _scoring_settings(config),
     }
     started = time.perf_counter()
@@ -250,11 +246,6 @@ async def _assess(reply: str, item: EvalItem, judge: Judge | None) -> Correctnes
 
 
 def _scoring_settings(config: GuardConfig) -> dict[str, Any]:
+    """The scoring section as a record keeps it (a similarity function as "custom")."""
     similarity = config.similarity if isinstance(config.similarity, str) else "custom"
-    return {
-        "similarity": similarity,
-        "n_bootstrap": config.n_bootstrap,
-        "seed": config.seed,
-        "cluster_threshold": config.cluster_threshold,
-        "embedding_model": config.embedding_model,
-    }
+    return {**config.scoring.model_dump(), "similarity": similarity}
