@@ -27,12 +27,14 @@ also stores the runs' settings as ``fitted_with``).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 from _common import auroc_cell, emit
 
 from uq_guard import GuardConfig
+from uq_guard.calibration import Calibrator
 from uq_guard.evaluation.fusion import evaluate_fused, fit_fused
 from uq_guard.evaluation.fusion_features import ANSWER_SCORES
 from uq_guard.evaluation.metrics import (
@@ -119,13 +121,17 @@ def main() -> int:
     return 0
 
 
-def _records(run: Path, as_they_are: bool) -> list:
-    """A run's answered records, rescored under the default settings unless ``as_they_are``."""
+def _records(run: Path, as_they_are: bool, calibrator: Calibrator | None = None) -> list:
+    """A run's answered records, rescored under the default settings unless ``as_they_are``.
+
+    With a calibrator, their confidence becomes its P(correct), as the guard reports it.
+    """
     records = [r for r in read_records(run / "records.jsonl") if r.ok]
     if not as_they_are:
-        records = rescore(records, similarity=GuardConfig().similarity)
+        records = rescore(records, similarity=GuardConfig().similarity, calibrator=calibrator)
         write_records(run / "records.jsonl", records)
-        write_report(records, run, title=f"{run.name}, default guard", plots=False)
+        command = " ".join(["benchmarks/fused_default.py", *sys.argv[1:]])
+        write_report(records, run, title=f"{run.name}, default guard", command=command, plots=False)
     return records
 
 
@@ -143,7 +149,7 @@ def _held_out_lines(
         "|---|---|---|---|---|",
     ]
     for run in args.held_out:
-        records = _records(run, args.no_rescore)
+        records = _records(run, args.no_rescore, calibrator)
         probability = np.array(
             [
                 calibrator.calibrate(

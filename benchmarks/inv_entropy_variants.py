@@ -6,8 +6,11 @@ and each variant's AUROC against the run's correctness is printed with a 95 %
 bootstrap interval. Variants:
 
 * ``inv_entropy`` and its label-free confidence (ALGORITHMS §2.9) under
-  ``shifted_cosine`` (the default) and ``abs_cosine``, with the bootstrap
-  (B = 30, the default) and without it (B = 0: all answers at once);
+  ``answer_words`` (the default: answers compared by their content words,
+  prompts by shifted cosine), ``shifted_cosine`` and ``abs_cosine``, with the
+  bootstrap (B = 30, the default) and without it (B = 0: all answers at once);
+* ``reported confidence answer_words``: what the guard reports on the
+  Inv-Entropy path, the mean of that confidence and the reply's word support;
 * ``distinct prompts``: Inv-Entropy with ``S_X`` the identity between
   distinct prompts, i.e. with the prompt graph's geometry taken out (not an
   option of the guard: it shows how much of the score is the prompts' layout);
@@ -28,7 +31,9 @@ from _common import auroc_cell, emit
 
 from uq_guard.embeddings import shared_embedder
 from uq_guard.evaluation.records import read_records
+from uq_guard.scoring.answer_words import answer_word_similarity
 from uq_guard.scoring.inv_entropy import inv_entropy
+from uq_guard.scoring.suite import score_samples
 
 SIMILARITIES = {
     "shifted_cosine": (lambda cosine: (1.0 + cosine) / 2.0, 0.5),
@@ -45,7 +50,18 @@ def variants(record, embedder) -> dict[str, float]:
     prompt_cos = np.clip(prompt_vectors @ prompt_vectors.T, -1.0, 1.0)
     answer_cos = np.clip(answer_vectors @ answer_vectors.T, -1.0, 1.0)
     pair_cos = prompt_cos[np.ix_(groups, groups)]
+    words = answer_word_similarity(answers, record.prompts[0])
     found: dict[str, float] = {}
+    for draws in (30, 0):
+        result = inv_entropy(
+            (1.0 + pair_cos) / 2.0, words, groups=groups, n_bootstrap=draws, seed=0
+        )
+        found[f"inv_entropy answer_words B={draws}"] = -result.inv_entropy
+        found[f"confidence answer_words B={draws}"] = result.confidence
+    reported = score_samples(
+        embedder=embedder, prompts=record.prompts, answers=record.samples, reply=record.reply
+    )
+    found["reported confidence answer_words"] = reported.confidence
     for name, (kernel, unrelated) in SIMILARITIES.items():
         for draws in (30, 0):
             result = inv_entropy(
