@@ -149,7 +149,7 @@ def _held_out_lines(
         "|---|---|---|---|---|",
     ]
     for run in args.held_out:
-        records = _records(run, args.no_rescore, calibrator)
+        records = _records(run, False, calibrator)  # small: always rescored, calibrator applied
         probability = np.array(
             [
                 calibrator.calibrate(

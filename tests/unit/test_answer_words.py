@@ -9,6 +9,7 @@ from uq_guard.scoring.answer_words import (
     answer_word_similarity,
     answer_words,
     content_words,
+    overlap_coefficient,
     reply_word_agreement,
     word_overlap,
 )
@@ -57,6 +58,24 @@ def test_the_similarity_matrix_is_symmetric_with_a_unit_diagonal() -> None:
     assert matrix[0, 3] == 1.0  # both say only "56"
     assert matrix[0, 1] == pytest.approx(0.5)  # {56} and {56, think}
     assert matrix[0, 2] == 0.0
+
+
+def test_overlap_coefficient_divides_by_the_smaller_set() -> None:
+    assert overlap_coefficient(frozenset("ab"), frozenset("abcd")) == 1.0
+    assert overlap_coefficient(frozenset("ab"), frozenset("acde")) == 0.5
+    assert overlap_coefficient(frozenset(), frozenset()) == 1.0
+    assert overlap_coefficient(frozenset("a"), frozenset()) == 0.0
+
+
+def test_a_long_reply_agrees_with_short_samples_that_name_its_answer() -> None:
+    question = "Who wrote the novel Moby-Dick?"
+    reply = (
+        'The novel "Moby-Dick" by Herman Melville is widely regarded as one of the most '
+        "iconic works of American literature."
+    )
+    samples = ["Herman Melville.", "Herman Melville wrote it.", "Mark Twain"]
+
+    assert reply_word_agreement(reply, samples, question) == pytest.approx((1 + 1 + 0) / 3)
 
 
 def test_no_samples_no_value() -> None:

@@ -13,8 +13,13 @@ restating the question or sharing "the" does not count as agreeing.
 * :func:`answer_word_similarity`: that similarity for every pair of a list of
   texts, the answer graph of the ``"answer_words"`` similarity (S_Y of
   Inv-Entropy, measured in ``benchmarks/results/README.md``).
-* :func:`reply_word_agreement`: the mean overlap of the reply with each
-  sampled answer, a confidence (1 = every sample names the reply's answer).
+* :func:`reply_word_agreement`: the mean :func:`overlap_coefficient` of the
+  reply with each sampled answer, a confidence (1 = every sample's words are
+  all in the reply, or the reply's all in the sample). The overlap
+  coefficient divides by the shorter side: the reply may run to hundreds of
+  tokens while samples are capped short, and "Herman Melville" agrees with a
+  paragraph that names him (Jaccard would count the paragraph's other words
+  against it).
 
 Normalisation is SQuAD's, shared with the grading rules of
 :mod:`uq_guard.evaluation.correctness`.
@@ -35,6 +40,7 @@ __all__ = [
     "answer_words",
     "content_words",
     "normalize_answer",
+    "overlap_coefficient",
     "reply_word_agreement",
     "word_overlap",
 ]
@@ -72,6 +78,13 @@ def word_overlap(first: frozenset[str], second: frozenset[str]) -> float:
     return len(first & second) / len(first | second)
 
 
+def overlap_coefficient(first: frozenset[str], second: frozenset[str]) -> float:
+    """Shared words over the smaller set's size: 1.0 when both are empty, 0.0 when one is."""
+    if not first or not second:
+        return float(not first and not second)
+    return len(first & second) / min(len(first), len(second))
+
+
 def answer_word_similarity(texts: Sequence[str], question: str = "") -> np.ndarray:
     """``(n, n)`` :func:`word_overlap` of the texts' :func:`content_words`, unit diagonal.
 
@@ -86,15 +99,19 @@ def answer_word_similarity(texts: Sequence[str], question: str = "") -> np.ndarr
 
 
 def reply_word_agreement(reply: str, samples: Sequence[str], question: str = "") -> float | None:
-    """Mean :func:`word_overlap` of the reply's content words with each sample's; None without.
+    """Mean :func:`overlap_coefficient` of the reply's content words with each sample's.
 
     Args:
         reply: the reply the user gets.
         samples: sampled answers (the engine passes every prompt's: the
             perturbations keep the question, so each sample is a vote).
         question: the user's question; its words are left out of both sides.
+
+    Returns:
+        The mean in ``[0, 1]``, or None without samples.
     """
     if not samples:
         return None
     said = content_words(reply, question)
-    return sum(word_overlap(said, content_words(s, question)) for s in samples) / len(samples)
+    votes = [overlap_coefficient(said, content_words(s, question)) for s in samples]
+    return sum(votes) / len(votes)

@@ -152,6 +152,7 @@ def score_samples(
     result.scores.update(inv.as_scores())
 
     reply_row = position[reply]
+    sim_row = None if similarity == ANSWER_WORDS else sim[reply_row, answer_rows]
     result.scores["reply_agreement_perturbed"] = float(np.mean(sim[reply_row, answer_rows]))
     word_agreement = reply_word_agreement(reply, pair_answer, prompts[0])
     if word_agreement is not None:
@@ -187,9 +188,7 @@ def score_samples(
     if len(set(pair_prompt)) > 1 and inv.confidence is not None:
         result.scores["inv_entropy_confidence"] = inv.confidence
         result.method = "inv_entropy"
-        result.confidence = _with_the_reply(
-            inv.confidence, answer_sim[reply_row, answer_rows], unrelated
-        )
+        result.confidence = (inv.confidence + _reply_support(result.scores, sim_row, unrelated)) / 2
         result.uncertainty = inv.inv_entropy
     elif sample_only_confidence is not None:
         result.method = "degree"
@@ -205,20 +204,25 @@ def score_samples(
     return result
 
 
-def _with_the_reply(inv_confidence: float, reply_similarity: np.ndarray, unrelated: float) -> float:
-    """The Inv-Entropy path's confidence: about the answers, and about the reply among them.
+def _reply_support(
+    scores: dict[str, float], reply_similarity: np.ndarray | None, unrelated: float
+) -> float:
+    """How much the samples agree with the reply, in [0, 1]: half the Inv-Entropy path's confidence.
 
     Inv-Entropy's label-free confidence (ALGORITHMS §2.9, kept as the score
     ``inv_entropy_confidence``) reads the samples only: a greedy reply that
     no sample agrees with would still get 1 when the samples agree with each
-    other. So the reported confidence is the mean of it and the reply's
-    support, its mean similarity to every sample on the same scale (``u``,
-    what two unrelated answers score, maps to 0). Both ends are kept: every
-    answer and the reply the same gives 1, all unrelated gives 0. Measured
-    in ``benchmarks/results/README.md``.
+    other. So the reported confidence is the mean of it and this support:
+    ``reply_word_agreement`` under ``answer_words`` (``reply_similarity``
+    None), else the reply's mean similarity to every sample, with ``u``
+    (what two unrelated answers score) mapped to 0. Both ends are kept:
+    every answer and the reply the same gives 1, all unrelated gives 0.
+    Measured in ``benchmarks/results/README.md``.
     """
-    support = float(np.clip((np.mean(reply_similarity) - unrelated) / (1.0 - unrelated), 0, 1))
-    return (inv_confidence + support) / 2.0
+    if reply_similarity is None:
+        return scores["reply_word_agreement"]
+    mean = float(np.mean(reply_similarity))
+    return float(np.clip((mean - unrelated) / (1.0 - unrelated), 0.0, 1.0))
 
 
 def _similarity(texts: list[str], embeddings: np.ndarray, option: SimilarityOption) -> np.ndarray:
