@@ -1,8 +1,8 @@
 """What the benchmark scripts share: where NQ-Open dev is by default, and one AUROC cell.
 
 Each script takes its data as ``--data PATH``; the default is NQ-Open dev
-from ``$UQ_GUARD_NQ_OPEN`` when set, else the ``shared/data`` folder beside
-the checkout (where these machines keep it).
+from ``$UQ_GUARD_NQ_OPEN`` when set, else the ``data`` folder of ``shared``
+beside the checkout (where these machines keep it).
 """
 
 from __future__ import annotations
