@@ -199,16 +199,25 @@ class Assessor:
     def _sample_requests(
         self, conversation: tuple[Message, ...], prompts: Sequence[str], n: int, *, round_index: int
     ) -> list[GenerationRequest]:
+        """Each prompt's sample request for one round.
+
+        Samples are capped at ``max_tokens`` (their own cap, not the reply's).
+        With ``policy="best_of"`` a sample of the original prompt may become
+        the user's answer, so those go uncapped (``max_tokens=None``: the
+        reply's own cap, the model's or the caller's) and are never cut
+        shorter than the reply would be.
+        """
         cfg = self.config
+        reply_length = cfg.policy == "best_of"
         return [
             GenerationRequest(
                 messages=with_user_prompt(conversation, p),
                 n=n,
                 temperature=cfg.temperature,
-                max_tokens=cfg.max_tokens,
+                max_tokens=None if reply_length and index == 0 else cfg.max_tokens,
                 seed_offset=round_index,
             )
-            for p in prompts
+            for index, p in enumerate(prompts)
         ]
 
     async def _score(

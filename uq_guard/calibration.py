@@ -129,6 +129,8 @@ FITTED_WITH_KEYS: tuple[str, ...] = (
     "n_bootstrap",
     "cluster_threshold",
     "embedding_model",
+    "embedding_max_tokens",
+    "embedding_backend",
     "system",
 )
 

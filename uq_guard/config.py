@@ -80,7 +80,7 @@ class GuardConfig(
       ``n_perturbations``, ``perturbation`` and the ``gaap_*`` settings;
     * ``scoring`` (:class:`ScoringSettings`): ``similarity``, ``n_bootstrap``,
       ``seed``, ``cluster_threshold``, ``verbalized_confidence``,
-      ``embedding_model``, ``device``;
+      ``embedding_model``, ``device``, ``embedding_max_tokens``, ``embedding_backend``;
     * ``adaptive_sampling`` (:class:`AdaptiveSettings`): ``adaptive`` and the
       ``adaptive_*`` settings;
     * ``policy_settings`` (:class:`PolicySettings`): ``policy``, ``threshold``,
@@ -94,7 +94,7 @@ class GuardConfig(
     section object, and read back whole::
 
         config = GuardConfig(sampling={"n_samples": 3}, policy="abstain")
-        config.sampling  # SamplingSettings(n_samples=3, temperature=0.7, max_tokens=128)
+        config.sampling  # SamplingSettings(n_samples=3, temperature=0.7, max_tokens=32)
 
     A setting given both flat and in its section is refused.
 

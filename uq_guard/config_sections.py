@@ -27,10 +27,11 @@ import math
 import numbers
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -40,7 +41,9 @@ from pydantic import (
 )
 
 from uq_guard._exceptions import ConfigurationError
+from uq_guard._onnx_embedding import backend_installed
 from uq_guard.calibration import Calibrator, load_calibration
+from uq_guard.embeddings import EmbeddingBackend
 
 __all__ = [
     "DEFAULT_REFUSAL",
@@ -85,6 +88,7 @@ _INTEGER_FIELDS = (
     "seed",
     "max_concurrency",
     "max_retries",
+    "embedding_max_tokens",
 )
 #: Real numbers: an int or a float, finite, never a bool or a string.
 _REAL_FIELDS = (
@@ -170,10 +174,11 @@ class SamplingSettings(_Settings):
     n_samples: int = Field(5, ge=1, le=100, description="Answers r sampled per prompt.")
     temperature: float = Field(0.7, gt=0.0, le=5.0, description="Sampling temperature (never 0).")
     max_tokens: int = Field(
-        128,
+        32,
         ge=1,
         le=MAX_TOKENS_CAP,
-        description=f"Cap on tokens of each sampled answer (at most {MAX_TOKENS_CAP}).",
+        description="Cap on tokens of each sampled answer, never the reply's (it keeps the "
+        f"model's or call's own, as best_of's x0 samples do); at most {MAX_TOKENS_CAP}.",
     )
 
 
@@ -260,6 +265,18 @@ class ScoringSettings(_Settings):
         None, description="sentence-transformers name or path; None = bundled all-MiniLM-L6-v2."
     )
     device: str | None = Field(None, description="'cuda', 'mps', 'cpu' or None for automatic.")
+    embedding_max_tokens: int | None = Field(
+        64,
+        ge=8,
+        le=MAX_TOKENS_CAP,
+        description="Word pieces of each text the embedder reads, the rest cut (answers agree "
+        "or not in their first sentences); None = the model's own limit (256 for MiniLM).",
+    )
+    embedding_backend: Annotated[EmbeddingBackend, AfterValidator(backend_installed)] = Field(
+        "torch",
+        description="torch, or onnx-int8: the embedding model exported once to int8 ONNX "
+        "(cached) and run by ONNX Runtime on CPU; needs the onnx extra.",
+    )
 
 
 class AdaptiveSettings(_Settings):
@@ -333,7 +350,9 @@ class PolicySettings(_Settings):
 class TransportSettings(_Settings):
     """Cost control and robustness of the model calls (section ``transport``)."""
 
-    max_concurrency: int = Field(8, ge=1, le=1024)
+    max_concurrency: int = Field(
+        64, ge=1, le=1024, description="Model requests in flight, all calls of a wrapper together."
+    )
     timeout_s: float | None = Field(120.0, gt=0, description="Per model call; None = no limit.")
     max_retries: int = Field(3, ge=0, le=20, description="Retries of retryable failures only.")
     retry_wait_s: float = Field(0.5, ge=0.0, description="First backoff; doubles each retry.")

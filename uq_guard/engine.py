@@ -151,7 +151,13 @@ class Guard:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = shared_embedder(self.config.embedding_model, self.config.device)
+            cfg = self.config
+            self._embedder = shared_embedder(
+                cfg.embedding_model,
+                cfg.device,
+                max_tokens=cfg.embedding_max_tokens,
+                backend=cfg.embedding_backend,
+            )
         return self._embedder
 
     def _retrying(self, backend: Backend) -> RetryingBackend:

@@ -8,7 +8,9 @@
 * ``raise``: under the threshold, raise :class:`~uq_guard.UncertaintyAbstention`.
 * ``best_of``: under the threshold, return the sampled answer to the
   original prompt that the other samples support most, when it is not the
-  reply already.
+  reply already. Under this policy the original prompt's samples are drawn
+  at the reply's length, not at the samples' cap ``max_tokens``, so the
+  answer returned is never cut shorter than the reply would have been.
 
 Every policy acts only when ``confidence < threshold``. With no estimate
 (``confidence`` None) no policy acts: the reply passes, and the report says

@@ -92,10 +92,14 @@ def create_app(upstream: Upstream, settings: ServerSettings | None = None) -> Fa
 
         # Load the embedder (and WordNet, for GAAP) now, not on the first request:
         # on two busy cores WordNet alone took 23 s of the first request's time.
-        await asyncio.to_thread(
-            shared_embedder, settings.guard.embedding_model, settings.guard.device
-        )
         guard = settings.guard
+        await asyncio.to_thread(
+            shared_embedder,
+            guard.embedding_model,
+            guard.device,
+            max_tokens=guard.embedding_max_tokens,
+            backend=guard.embedding_backend,
+        )
         if "gaap" in guard.perturbation and guard.gaap_lexicon in ("auto", "wordnet"):
             loading = preload_wordnet()
             if loading is not None:

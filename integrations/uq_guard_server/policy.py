@@ -51,6 +51,8 @@ OPERATOR_ONLY_SETTINGS: frozenset[str] = frozenset(
     {
         "device",
         "embedding_model",
+        "embedding_max_tokens",
+        "embedding_backend",
         "calibration",
         "similarity",
         "gaap_substitutions",
@@ -227,10 +229,17 @@ def upstream_calls(config: GuardConfig) -> int:
 
 
 def completion_tokens(config: GuardConfig, reply_max_tokens: int | None) -> int:
-    """The most completion tokens one guarded request asks for (the reply's when given)."""
+    """The most completion tokens one guarded request asks for (the reply's when given).
+
+    Samples are capped at ``config.max_tokens``; under ``best_of`` the
+    original prompt's samples go at the reply's length (they may become the answer).
+    """
     m = config.n_perturbations if config.perturbation != "none" else 0
-    samples = (m + 1) * config.n_samples * config.max_tokens
     reply = reply_max_tokens or 0
+    x0_cap = (reply_max_tokens or config.max_tokens) if config.policy == "best_of" else None
+    samples = (m + 1) * config.n_samples * config.max_tokens
+    if x0_cap is not None:
+        samples += config.n_samples * (x0_cap - config.max_tokens)
     paraphrase = min(1024, 48 * m + 64) if m and "paraphrase" in config.perturbation else 0
     fallback = samples + reply if config.policy == "fallback" else 0
     return samples + reply + paraphrase + fallback

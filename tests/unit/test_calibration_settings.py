@@ -167,7 +167,7 @@ def embedder():
     return shared_embedder()
 
 
-#: What the small guards of these tests run with (besides max_tokens=128, the default).
+#: What the small guards of these tests run with (besides max_tokens=32, the default).
 SMALL = {"n_perturbations": 1, "n_samples": 2, "perturbation": "paraphrase"}
 
 
@@ -196,7 +196,7 @@ async def test_a_guard_with_other_settings_notes_it_in_every_report(embedder) ->
     guard = _guard(calibrator, embedder)
     note = (
         "calibration fitted with n_samples=3, max_tokens=24; this guard uses n_samples=2, "
-        "max_tokens=128: its P(correct) may be off"
+        "max_tokens=32: its P(correct) may be off"
     )
 
     for _ in range(2):

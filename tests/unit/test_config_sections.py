@@ -67,7 +67,7 @@ def test_sections_read_back_the_flat_values() -> None:
         view = getattr(config, name)
         for field in section.model_fields:
             assert getattr(view, field) == getattr(config, field), (name, field)
-    assert config.sampling == SamplingSettings(n_samples=3, temperature=0.4, max_tokens=128)
+    assert config.sampling == SamplingSettings(n_samples=3, temperature=0.4, max_tokens=32)
     assert config.policy_settings.policy == "abstain" and config.policy == "abstain"
     assert config.perturbation_settings.n_perturbations == 2 and config.perturbation == "gaap"
     assert config.adaptive_sampling.adaptive is True and config.adaptive is True

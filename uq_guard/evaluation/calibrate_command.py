@@ -199,7 +199,14 @@ def _fitted_with(paths: Sequence[str] | str) -> dict[str, Any] | None:
 
 
 #: The settings a record's ``scoring`` holds: they describe its scores even after a rescore.
-_SCORING_KEYS = ("similarity", "n_bootstrap", "cluster_threshold", "embedding_model")
+_SCORING_KEYS = (
+    "similarity",
+    "n_bootstrap",
+    "cluster_threshold",
+    "embedding_model",
+    "embedding_max_tokens",
+    "embedding_backend",
+)
 
 
 def _scored_with(records: Sequence[Any]) -> dict[str, Any]:

@@ -63,7 +63,12 @@ def rescore(
             if v is not None and not (k == "similarity" and v == "custom")
         }
         scored = score_samples(
-            embedder=embedder or shared_embedder(stored.get("embedding_model")),
+            embedder=embedder
+            or shared_embedder(
+                stored.get("embedding_model"),
+                max_tokens=stored.get("embedding_max_tokens"),  # older records: not cut
+                backend=stored.get("embedding_backend") or "torch",
+            ),
             prompts=record.prompts,
             answers=record.samples,
             reply=record.reply,

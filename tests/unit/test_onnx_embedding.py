@@ -1,0 +1,134 @@
+"""The int8 ONNX embedder (``embedding_backend="onnx-int8"``, issue 14).
+
+The export tests need the ``onnx`` extra and are skipped, with the reason,
+only when onnxruntime or onnx is missing; the bundled all-MiniLM-L6-v2 is
+exported once per test session into a temporary ``$UQ_GUARD_HOME``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from uq_guard import ConfigurationError
+from uq_guard import _onnx_embedding as onnx_module
+from uq_guard.embeddings import SentenceTransformerEmbedder, shared_embedder
+
+TEXTS = [
+    "What is the capital of France?",
+    "Paris is the capital of France.",
+    "Bananas are rich in potassium.",
+    "The last time anyone was on the moon was December 1972.",
+    "",
+    "word " * 400,
+]
+
+
+class Transformer:
+    """Stands in for a sentence-transformers module of that name."""
+
+
+class Pooling:
+    def __init__(self, **config: object) -> None:
+        self.config = config
+
+    def get_config_dict(self) -> dict[str, object]:
+        return self.config
+
+
+class Dense:
+    pass
+
+
+@pytest.mark.parametrize(
+    "modules",
+    [
+        [Transformer(), Pooling(pooling_mode="cls")],
+        [Transformer(), Pooling(pooling_mode="mean"), Dense()],
+        [Transformer(), Pooling(pooling_mode_mean_tokens=True, pooling_mode_max_tokens=True)],
+        [Transformer()],
+    ],
+)
+def test_models_other_than_mean_pooled_ones_are_refused(modules) -> None:
+    with pytest.raises(ConfigurationError, match="embedding_backend='torch'"):
+        onnx_module._transformer_of(modules)
+
+
+def test_the_export_folder_depends_on_the_model_files(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("UQ_GUARD_HOME", str(tmp_path / "home"))
+    model = tmp_path / "my-model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    before = onnx_module.export_folder(str(model))
+
+    (model / "config.json").write_text('{"changed": true}')
+
+    assert before.parent == tmp_path / "home" / "onnx"
+    assert before.name.startswith("my-model-")
+    assert onnx_module.export_folder(str(model)) != before
+    assert onnx_module.export_folder("org/name").name.startswith("org--name-")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Iterator[Path]:
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the onnx extra)")
+    pytest.importorskip("onnx", reason="onnx is not installed (the onnx extra)")
+    folder = tmp_path_factory.mktemp("uq_guard_home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("UQ_GUARD_HOME", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def onnx_embedder(home) -> SentenceTransformerEmbedder:
+    embedder = SentenceTransformerEmbedder(backend="onnx-int8")
+    embedder.encode(["load and export"])
+    return embedder
+
+
+def test_int8_rows_are_close_to_the_fp32_model(onnx_embedder) -> None:
+    rows = onnx_embedder.encode(TEXTS)
+    reference = shared_embedder(device="cpu").encode(TEXTS)
+
+    assert rows.shape == (len(TEXTS), 384) and rows.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-4)
+    agreement = np.sum(rows * reference, axis=1)
+    assert agreement.min() > 0.95 and agreement.mean() > 0.98, agreement
+    question, answer, other = rows[:3]
+    assert float(question @ answer) > 0.7 and float(question @ other) < 0.3
+
+
+def test_the_export_folder_holds_the_model_and_its_tokenizer(onnx_embedder, home) -> None:
+    folder = onnx_embedder.model.folder
+
+    assert folder.parent == home / "onnx"
+    assert (folder / "model_int8.onnx").is_file() and (folder / "tokenizer.json").is_file()
+    assert not list(folder.parent.glob("*.tmp-*"))  # the scratch folder is gone
+    assert not (folder / "model_fp32.onnx").exists()  # only the int8 model is kept
+
+
+def test_a_second_encoder_loads_the_cached_export_without_exporting(onnx_embedder, monkeypatch):
+    def no_export(*_: object) -> None:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(onnx_module, "_export", no_export)
+    second = SentenceTransformerEmbedder(backend="onnx-int8", max_tokens=64)
+
+    # int8 activations are scaled per batch, so compare batches of the same texts
+    rows, same_batch = second.encode(TEXTS[:3]), onnx_embedder.model.encode(TEXTS[:3])
+    np.testing.assert_allclose(rows, same_batch, atol=1e-6)
+    assert second.model.folder == onnx_embedder.model.folder
+
+
+def test_int8_texts_are_cut_to_max_tokens(home) -> None:
+    cut = SentenceTransformerEmbedder(backend="onnx-int8", max_tokens=16)
+    words = ("the cat sat on the mat " * 40).split()
+
+    rows = cut.encode([" ".join(words), " ".join(words[:14]), " ".join(words[:30])])
+
+    assert cut.model.max_seq_length == 16
+    np.testing.assert_allclose(rows[0], rows[1], atol=1e-5)
+    np.testing.assert_allclose(rows[0], rows[2], atol=1e-5)
