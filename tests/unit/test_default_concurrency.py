@@ -10,44 +10,22 @@ them after the server's ``Retry-After`` (``uq_guard._retry``).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import openai
 from uq_guard_openai import wrap_openai
 from uq_guard_openai.stream import _http_module
 
 from tests.support.upstream import completion
 from tests.unit.fake_backend import ANSWER, QUESTION, FakeBackend
+from tests.unit.model_free_parts import FixedVariants, HashingEmbedder
 from uq_guard import Guard, GuardConfig
 from uq_guard.config_sections import TransportSettings
-from uq_guard.perturb import PerturbationResult
 
 HTTP = _http_module(openai.OpenAI(api_key="unused"))
 MESSAGES = [{"role": "user", "content": QUESTION}]
 DEFAULT_REQUESTS = 1 + 10 * 5  # the reply, and 5 samples of 10 prompts, one request each
-
-
-class HashingEmbedder:
-    """Bag-of-words vectors from word hashes: no model to load."""
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = np.zeros((len(texts), 64))
-        for row, text in enumerate(texts):
-            for word in text.lower().split():
-                vectors[row, hashlib.md5(word.encode()).digest()[0] % 64] += 1.0
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-
-class FixedVariants:
-    """Rewordings made without any model call."""
-
-    async def perturb(self, prompt: str, m: int) -> PerturbationResult:
-        variants = [f"Variant {i}: {prompt}" for i in range(1, m + 1)]
-        return PerturbationResult(prompts=variants, method="fixed", n_requested=m)
 
 
 PARTS = {"embedder": HashingEmbedder(), "perturber": FixedVariants()}

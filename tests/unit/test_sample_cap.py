@@ -8,12 +8,10 @@ so the original prompt's samples go at the reply's length.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import openai
 from langchain_core.messages import BaseMessage
 from pydantic import BaseModel, ConfigDict
@@ -26,34 +24,15 @@ from uq_guard_server.upstream import LocalUpstream, OpenAIUpstream
 from tests.support.upstream import completion
 from tests.unit.fake_backend import ANSWER, QUESTION, FakeBackend, kind_of, prompt_of
 from tests.unit.lc_fakes import ScriptedChatModel, steady
+from tests.unit.model_free_parts import FixedVariants, HashingEmbedder
 from uq_guard import Guard, GuardConfig
 from uq_guard.backend import Generation, GenerationRequest, Usage
-from uq_guard.perturb import PerturbationResult
 
 HTTP = _http_module(openai.OpenAI(api_key="unused"))
 SAMPLE_CAP = 16
 REPLY_CAP = 500
 SMALL = {"n_perturbations": 2, "n_samples": 2, "max_tokens": SAMPLE_CAP}
 MESSAGES = [{"role": "user", "content": QUESTION}]
-
-
-class HashingEmbedder:
-    """Bag-of-words vectors from word hashes: no model to load."""
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = np.zeros((len(texts), 64))
-        for row, text in enumerate(texts):
-            for word in text.lower().split():
-                vectors[row, hashlib.md5(word.encode()).digest()[0] % 64] += 1.0
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-
-class FixedVariants:
-    """Rewordings made without any model call."""
-
-    async def perturb(self, prompt: str, m: int) -> PerturbationResult:
-        variants = [f"Variant {i}: {prompt}" for i in range(1, m + 1)]
-        return PerturbationResult(prompts=variants, method="fixed", n_requested=m)
 
 
 PARTS = {"embedder": HashingEmbedder(), "perturber": FixedVariants()}

@@ -10,15 +10,13 @@ interpreter. A scripted backend and a hashing embedder keep every call fast.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -26,6 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from tests.unit.fake_backend import ANSWER, PARAPHRASES, QUESTION, FakeBackend, erratic
+from tests.unit.model_free_parts import HashingEmbedder
 from uq_guard import Guard, GuardResult, UncertaintyAbstention
 from uq_guard._exceptions import GenerationError
 from uq_guard.tracing import (
@@ -39,17 +38,6 @@ from uq_guard.tracing import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class HashingEmbedder:
-    """Bag-of-words vectors from word hashes: equal texts embed equally, unrelated ones apart."""
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = np.zeros((len(texts), 64))
-        for row, text in enumerate(texts):
-            for word in text.lower().split():
-                vectors[row, hashlib.md5(word.encode()).digest()[0] % 64] += 1.0
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 class BadRequest(Exception):

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from uq_guard._exceptions import ConfigurationError
+from uq_guard.calibration import FITTED_WITH_KEYS
+from uq_guard.config_sections import ScoringSettings
 
 __all__ = ["add_calibrate_arguments", "run_calibrate_command"]
 
@@ -199,14 +201,7 @@ def _fitted_with(paths: Sequence[str] | str) -> dict[str, Any] | None:
 
 
 #: The settings a record's ``scoring`` holds: they describe its scores even after a rescore.
-_SCORING_KEYS = (
-    "similarity",
-    "n_bootstrap",
-    "cluster_threshold",
-    "embedding_model",
-    "embedding_max_tokens",
-    "embedding_backend",
-)
+_SCORING_KEYS = tuple(key for key in FITTED_WITH_KEYS if key in ScoringSettings.model_fields)
 
 
 def _scored_with(records: Sequence[Any]) -> dict[str, Any]:
