@@ -21,6 +21,18 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   touch "$stamp"
 fi
 .venv/bin/uq-guard setup
+# A real OpenAI-compatible embedding server for tests/integration/test_remote_embeddings.py
+# (embedding_model="openai:URL#model"): infinity-emb in a venv of its own, since it pins
+# numpy<2 and sentence-transformers<4. torch is installed first and held at the CPU build
+# of constraints.txt, so pip pulls no CUDA wheels. About 1 minute, once.
+if [ ! -x .venv-embeddings/bin/infinity_emb ]; then
+  "$PYTHON" -m venv .venv-embeddings
+  torch_pin=$(grep -E '^torch==' constraints.txt)
+  .venv-embeddings/bin/python -m pip install --quiet "$torch_pin" 2>&1 \
+    | { grep -v "is ignored" || true; }
+  .venv-embeddings/bin/python -m pip install --quiet -c constraints.txt \
+    "infinity-emb[server,torch]==0.0.78" 2>&1 | { grep -v "is ignored" || true; }
+fi
 # Headless Chromium and its WebDriver, from Debian's packages, for the browser
 # test of the evaluation report (tests/integration/test_report_browser.py,
 # which fails, naming this step, when they are missing).

@@ -11,6 +11,7 @@ a fallback model's reply or an exception, as your policy says::
 from uq_guard._exceptions import (
     ConfigurationError,
     DegradedResultError,
+    EmbeddingError,
     GenerationError,
     MissingDependencyError,
     UncertaintyAbstention,
@@ -43,6 +44,7 @@ __all__ = [
     "Cost",
     "DegradedResultError",
     "Embedder",
+    "EmbeddingError",
     "Generation",
     "GenerationError",
     "GenerationRequest",

@@ -1,7 +1,12 @@
 """Assessing one model's reply: sample -> score -> calibrate, for :class:`~uq_guard.Guard`.
 
 The reply and every sample go to the :class:`~uq_guard.backend.Backend` in
-one batched round. Failed samples are retried when retryable, then left out
+one batched round. A backend that answers each request on its own (an API:
+``independent_requests = True``, see :func:`~uq_guard.backend.answers_independently`)
+gets the reply and the original prompt's samples while the perturbed prompts
+are still being made, and their samples as soon as they exist: the
+perturbation's CPU time hides behind the model's latency instead of adding
+to it. Failed samples are retried when retryable, then left out
 and reported; only a failed *reply* raises (:class:`GenerationError`). A
 failing scoring step (the embedder, a user similarity) never loses the reply
 either: the call has no estimate and the report says why.
@@ -22,12 +27,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from uq_guard._exceptions import ConfigurationError, GenerationError
 from uq_guard._messages import with_user_prompt
-from uq_guard.backend import Backend, Generation, GenerationRequest, Message, Usage
+from uq_guard.backend import (
+    Backend,
+    Generation,
+    GenerationRequest,
+    Message,
+    Usage,
+    answers_independently,
+)
 from uq_guard.calibration import CalibratedConfidence, Calibrator
 from uq_guard.config import GuardConfig
 from uq_guard.embeddings import Embedder
@@ -58,6 +70,7 @@ class Assessment:
     adaptive: bool = False
     stopped_early: bool = False
     stop_reason: str | None = None
+    perturbation: PerturbationResult | None = None  # the prompts x_1..x_m the samples answered
 
 
 @dataclass
@@ -114,26 +127,40 @@ class Assessor:
         backend: Backend,
         conversation: tuple[Message, ...],
         prompt: str,
-        perturbation: PerturbationResult,
+        perturbation: PerturbationResult | Awaitable[PerturbationResult],
         *,
         calibrate: bool = False,
     ) -> Assessment:
         """Answer ``conversation`` with ``backend``, sample every prompt, and score the reply.
+
+        ``perturbation`` may still be in the making (an awaitable): a backend
+        that answers requests independently is then asked for the reply and
+        the original prompt's samples meanwhile; any other waits for it and
+        gets one batch.
 
         Raises:
             GenerationError: the reply itself could not be generated.
         """
         cfg = self.config
         retrying = self.tracing.backend(self.retrying(backend))
-        prompts = [prompt, *perturbation.prompts]
         first = cfg.adaptive_first_samples if cfg.adaptive else cfg.n_samples
         reply_request = GenerationRequest(messages=conversation, want_logprobs=True)
         timings = {"generate": 0.0, "score": 0.0}
 
-        t = time.perf_counter()
-        reply, *round_one = await retrying.generate(
-            [reply_request, *self._sample_requests(conversation, prompts, first, round_index=0)]
-        )
+        if not isinstance(perturbation, PerturbationResult) and answers_independently(backend):
+            t = time.perf_counter()
+            perturbation, (reply, *round_one) = await self._overlapped_round(
+                retrying, conversation, prompt, perturbation, reply_request, first
+            )
+            prompts = [prompt, *perturbation.prompts]
+        else:
+            if not isinstance(perturbation, PerturbationResult):
+                perturbation = await perturbation
+            t = time.perf_counter()
+            prompts = [prompt, *perturbation.prompts]
+            reply, *round_one = await retrying.generate(
+                [reply_request, *self._sample_requests(conversation, prompts, first, round_index=0)]
+            )
         timings["generate"] += ms_since(t)
         if not reply.ok:
             raise GenerationError(
@@ -194,10 +221,52 @@ class Assessor:
             adaptive=cfg.adaptive,
             stopped_early=stopped_early,
             stop_reason=stop_reason,
+            perturbation=perturbation,
         )
 
+    async def _overlapped_round(
+        self,
+        retrying: Backend,
+        conversation: tuple[Message, ...],
+        prompt: str,
+        making: Awaitable[PerturbationResult],
+        reply_request: GenerationRequest,
+        n: int,
+    ) -> tuple[PerturbationResult, list[Generation]]:
+        """Round 1 while the perturbation is made: the reply, then every prompt's samples.
+
+        The reply and x_0's samples go out at once; x_1..x_m's when the
+        perturbation is done. Returns it with the generations in the order of
+        a single round (reply, x_0, x_1, ...).
+        """
+        early = asyncio.ensure_future(
+            retrying.generate(
+                [reply_request, *self._sample_requests(conversation, [prompt], n, round_index=0)]
+            )
+        )
+        try:
+            await asyncio.sleep(0)  # let the early requests go out first
+            perturbation = await making
+            later = self._sample_requests(
+                conversation, perturbation.prompts, n, round_index=0, first_index=1
+            )
+            late = await retrying.generate(later) if later else []
+            return perturbation, [*(await early), *late]
+        finally:
+            if not early.done():  # cancelled, or the perturbed samples failed
+                early.cancel()
+                await asyncio.wait([early])  # its requests end before this call does
+            elif not early.cancelled():
+                early.exception()  # seen: no "exception never retrieved" warning
+
     def _sample_requests(
-        self, conversation: tuple[Message, ...], prompts: Sequence[str], n: int, *, round_index: int
+        self,
+        conversation: tuple[Message, ...],
+        prompts: Sequence[str],
+        n: int,
+        *,
+        round_index: int,
+        first_index: int = 0,
     ) -> list[GenerationRequest]:
         """Each prompt's sample request for one round.
 
@@ -205,7 +274,8 @@ class Assessor:
         With ``policy="best_of"`` a sample of the original prompt may become
         the user's answer, so those go uncapped (``max_tokens=None``: the
         reply's own cap, the model's or the caller's) and are never cut
-        shorter than the reply would be.
+        shorter than the reply would be. ``first_index`` is the position of
+        ``prompts[0]`` among all the prompts (0 = the original).
         """
         cfg = self.config
         reply_length = cfg.policy == "best_of"
@@ -217,7 +287,7 @@ class Assessor:
                 max_tokens=None if reply_length and index == 0 else cfg.max_tokens,
                 seed_offset=round_index,
             )
-            for index, p in enumerate(prompts)
+            for index, p in enumerate(prompts, start=first_index)
         ]
 
     async def _score(

@@ -5,6 +5,8 @@
     ├── MissingDependencyError    an optional extra is not installed (also an ImportError)
     ├── UnsupportedModelError     guard() got an object it cannot wrap (also a TypeError)
     ├── GenerationError           the reply itself could not be generated
+    ├── EmbeddingError            an embedding server (embedding_model="openai:URL#model")
+    │                             failed or answered nonsense, after its retries
     ├── DegradedResultError       strict mode: a sample failed or a scorer could not run
     ├── UndefinedMetricError      an evaluation metric has no value on these data, e.g. AUROC
     │                             when every answer is correct (also a ValueError)
@@ -53,6 +55,16 @@ class GenerationError(UQGuardError):
     def __init__(self, message: str, *, cause: BaseException | None = None) -> None:
         super().__init__(message)
         self.cause = cause
+
+
+class EmbeddingError(UQGuardError):
+    """An embedding server could not embed the texts (after retrying transient failures).
+
+    Raised by the server-backed embedder of ``embedding_model="openai:URL#model"``;
+    the message names the server and what it answered. A guarded call does not
+    raise it: its report is degraded and says why (strict mode raises
+    :class:`DegradedResultError`).
+    """
 
 
 class UndefinedMetricError(UQGuardError, ValueError):

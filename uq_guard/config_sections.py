@@ -44,6 +44,7 @@ from uq_guard._exceptions import ConfigurationError
 from uq_guard._onnx_embedding import backend_installed
 from uq_guard.calibration import Calibrator, load_calibration
 from uq_guard.embeddings import EmbeddingBackend
+from uq_guard.remote_embedding import checked_embedding_model
 
 __all__ = [
     "DEFAULT_REFUSAL",
@@ -261,8 +262,12 @@ class ScoringSettings(_Settings):
         description="One extra call asking the model how sure it is of its reply (0-100); "
         "reported as scores['verbalized_confidence'] in [0, 1].",
     )
-    embedding_model: str | None = Field(
-        None, description="sentence-transformers name or path; None = bundled all-MiniLM-L6-v2."
+    embedding_model: Annotated[str | None, AfterValidator(checked_embedding_model)] = Field(
+        None,
+        description="sentence-transformers name or path; None = bundled all-MiniLM-L6-v2; or "
+        "'openai:URL#model' for an OpenAI-compatible /embeddings server (key from "
+        "$UQ_GUARD_EMBEDDING_API_KEY; the server's own truncation and precision then apply, "
+        "not embedding_max_tokens, embedding_backend or device).",
     )
     device: str | None = Field(None, description="'cuda', 'mps', 'cpu' or None for automatic.")
     embedding_max_tokens: int | None = Field(
@@ -273,9 +278,10 @@ class ScoringSettings(_Settings):
         "or not in their first sentences); None = the model's own limit (256 for MiniLM).",
     )
     embedding_backend: Annotated[EmbeddingBackend, AfterValidator(backend_installed)] = Field(
-        "torch",
-        description="torch, or onnx-int8: the embedding model exported once to int8 ONNX "
-        "(cached) and run by ONNX Runtime on CPU; needs the onnx extra.",
+        "auto",
+        description="auto (int8 ONNX on CPU when onnxruntime is installed, torch elsewhere), "
+        "torch, or onnx-int8: the embedding model exported once to int8 ONNX (cached) and "
+        "run by ONNX Runtime on CPU.",
     )
 
 

@@ -230,14 +230,23 @@ class Guard:
         prompt = user_prompt(conversation)
         cfg = self.config
 
-        t = time.perf_counter()
-        with self._tracing.span(PERTURB_SPAN) as perturb_span:
-            perturbation = await self._perturb(prompt)
-            record_perturbation(perturb_span, perturbation)
-        perturb_ms = ms_since(t)
+        perturb_ms = 0.0
+
+        async def perturb() -> PerturbationResult:
+            nonlocal perturb_ms
+            t = time.perf_counter()
+            with self._tracing.span(PERTURB_SPAN) as perturb_span:
+                perturbation = await self._perturb(prompt)
+                record_perturbation(perturb_span, perturbation)
+            perturb_ms = ms_since(t)
+            return perturbation
+
+        # the reply and x_0's samples are asked for while the perturbation is made
         assessment = await self._assessor.assess(
-            self.backend, conversation, prompt, perturbation, calibrate=True
+            self.backend, conversation, prompt, perturb(), calibrate=True
         )
+        perturbation = assessment.perturbation
+        assert perturbation is not None
         assessment.timings_ms["perturb"] = perturb_ms
         usage = perturbation.usage + assessment.usage
 

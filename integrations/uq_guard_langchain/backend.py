@@ -137,6 +137,9 @@ class LangChainBackend:
             :class:`CallContext` used when no call is bound.
     """
 
+    #: one model call a request: a guard may ask for the reply before the perturbations exist
+    independent_requests = True
+
     def __init__(
         self,
         model: Runnable,

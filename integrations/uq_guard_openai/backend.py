@@ -158,6 +158,9 @@ class OpenAIBackend:
             calls); replaces ``max_concurrency`` when given.
     """
 
+    #: one HTTP call a request: a guard may ask for the reply before the perturbations exist
+    independent_requests = True
+
     def __init__(
         self,
         endpoint: Endpoint,
@@ -350,6 +353,9 @@ class CallScopedBackend:
         timeout_s: limit of each sample call.
         fallback: answer with the bound call's fallback endpoint instead.
     """
+
+    #: one HTTP call a request: a guard may ask for the reply before the perturbations exist
+    independent_requests = True
 
     def __init__(
         self, *, slots: ConcurrencyLimit, timeout_s: float | None, fallback: bool = False

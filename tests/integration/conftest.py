@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from uq_guard_hf import HuggingFaceChatModel
 
@@ -38,7 +35,7 @@ def llama_server() -> Iterator[str]:
     """
     from uq_guard_hf.provision import smollm2_gguf_path
 
-    from tests.support.serve import free_port
+    from tests.support.serve import free_port, serving_process
 
     port = free_port()
     command = [
@@ -47,30 +44,9 @@ def llama_server() -> Iterator[str]:
         "--host", "127.0.0.1", "--port", str(port),
         "--n_ctx", "2048", "--n_threads", "2", "--verbose", "False",
     ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"llama_cpp.server exited: {process.stderr.read().decode()[-2000:]}"
-                )
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("llama_cpp.server did not start within 120 s")
-            time.sleep(0.25)
+    with serving_process(command, ready_url=f"{url}/models", name="llama_cpp.server"):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture

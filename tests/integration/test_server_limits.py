@@ -15,9 +15,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -40,7 +38,7 @@ from tests.integration.test_server_safety import (
     post,
     proxy,
 )
-from tests.support.serve import free_port
+from tests.support.serve import start_serve, stop_serve
 from tests.support.upstream import MODEL, Reply, ScriptedUpstream, is_sample
 from uq_guard import GuardConfig
 
@@ -179,12 +177,6 @@ def _leaky_upstream(body: dict[str, Any], index: int) -> Reply | None:
 
 
 def _start_serve(upstream_url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "OPENAI_API_KEY": UPSTREAM_KEY,
-        "UQ_GUARD_API_KEY": CLIENT_KEY,
-    }
     settings = [
         "perturbation=none",
         "n_perturbations=0",
@@ -193,24 +185,9 @@ def _start_serve(upstream_url: str, log: Path) -> tuple[subprocess.Popen[bytes],
         "max_retries=1",
         "retry_wait_s=0.01",
     ]
-    command = [sys.executable, "-m", "uq_guard.cli", "-v", "serve", "--upstream", upstream_url]
-    command += ["--port", str(port), *(f"--set={s}" for s in settings)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"uq-guard serve exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError("uq-guard serve did not start within 180 s")
-        time.sleep(0.25)
+    env = {"OPENAI_API_KEY": UPSTREAM_KEY, "UQ_GUARD_API_KEY": CLIENT_KEY}
+    options = ["--upstream", upstream_url, *(f"--set={s}" for s in settings)]
+    return start_serve(options, log, env=env)
 
 
 def _exchange(url: str) -> list[httpx.Response]:
@@ -255,11 +232,7 @@ def test_no_credential_in_any_response_or_log_line(tmp_path: Path) -> None:
         try:
             responses = _exchange(url)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_serve(process)
         calls = len(upstream.bodies)
     statuses = Counter(r.status_code for r in responses)
     # the exchange reached every kind of answer, upstream faults included

@@ -1,4 +1,4 @@
-"""Concurrent ``encode`` calls embed each distinct text once (issue 14, part 1).
+"""Concurrent ``encode`` calls embed each distinct text once, in shared batches (issue 14).
 
 A counting fake model stands in for sentence-transformers, so the tests see
 exactly which texts reach the model and when; some block it on an event to
@@ -124,6 +124,26 @@ def test_a_text_in_flight_is_waited_for_not_encoded_again_even_without_a_cache()
     assert model.calls == [["x", "y"], ["z"]]
     np.testing.assert_array_equal(second_out["value"][0], first_out["value"][1])
     assert embedder._in_flight == {}
+
+
+def test_calls_that_arrive_while_the_model_is_busy_share_its_next_batch() -> None:
+    model = CountingModel(hold=True)
+    embedder = embedder_with(model)
+
+    first, _ = in_thread(embedder.encode, ["a1", "a2"])
+    assert model.started.wait(10)
+    later = [in_thread(embedder.encode, [f"{name}1", f"{name}2"]) for name in "bcd"]
+    wait_until(lambda: len(embedder._pending) == 6)  # all three queued behind the first batch
+    model.release.set()
+    for thread, _ in [(first, None), *later]:
+        thread.join(10)
+
+    assert model.calls[0] == ["a1", "a2"]
+    assert sorted(model.calls[1]) == ["b1", "b2", "c1", "c2", "d1", "d2"]
+    assert len(model.calls) == 2 and embedder.batches_run == 2
+    for name, (_, out) in zip("bcd", later, strict=True):
+        rows = np.stack([vector_of(f"{name}1"), vector_of(f"{name}2")])
+        np.testing.assert_array_equal(out["value"], rows)
 
 
 def test_a_call_whose_texts_are_cached_does_not_wait_for_the_model() -> None:

@@ -15,8 +15,9 @@ import pytest
 from tests.unit.fake_backend import FakeBackend
 from uq_guard import ConfigurationError, Guard, GuardConfig, ScoringSettings
 from uq_guard import _onnx_embedding as onnx_module
+from uq_guard import embeddings as embeddings_module
 from uq_guard.config_sections import _INTEGER_FIELDS
-from uq_guard.embeddings import SentenceTransformerEmbedder, shared_embedder
+from uq_guard.embeddings import SentenceTransformerEmbedder, resolve_backend, shared_embedder
 from uq_guard.evaluation import rescoring
 from uq_guard.evaluation.records import read_records
 
@@ -29,7 +30,7 @@ def test_the_defaults_and_their_section() -> None:
     config = GuardConfig()
 
     assert config.embedding_max_tokens == 64
-    assert config.embedding_backend == "torch"
+    assert config.embedding_backend == "auto"
     assert config.scoring.embedding_max_tokens == 64
     assert "embedding_max_tokens" in _INTEGER_FIELDS
     assert GuardConfig(embedding_max_tokens=None).embedding_max_tokens is None
@@ -53,7 +54,9 @@ def test_a_bad_embedding_max_tokens_is_refused(value: Any, says: str) -> None:
 
 
 def test_an_unknown_embedding_backend_is_refused() -> None:
-    with pytest.raises(ConfigurationError, match=r"embedding_backend.*'torch' or 'onnx-int8'"):
+    with pytest.raises(
+        ConfigurationError, match=r"embedding_backend.*'auto', 'torch' or 'onnx-int8'"
+    ):
         GuardConfig(embedding_backend="tensorrt")
 
 
@@ -61,7 +64,7 @@ def test_onnx_int8_without_onnxruntime_says_what_to_install(monkeypatch) -> None
     monkeypatch.setattr(onnx_module, "missing_onnx_packages", lambda: ["onnxruntime"])
 
     with pytest.raises(
-        ConfigurationError, match=r"needs onnxruntime: pip install 'uq-guard\[onnx\]'"
+        ConfigurationError, match=r"needs onnxruntime: pip install onnxruntime onnx"
     ):
         GuardConfig(embedding_backend="onnx-int8")
     with pytest.raises(ConfigurationError, match="needs onnxruntime"):
@@ -69,18 +72,33 @@ def test_onnx_int8_without_onnxruntime_says_what_to_install(monkeypatch) -> None
 
 
 def test_the_guard_builds_its_embedder_from_the_settings() -> None:
-    guard = Guard(FakeBackend(), embedding_max_tokens=64, device="cpu")
+    guard = Guard(FakeBackend(), embedding_max_tokens=64, device="cpu", embedding_backend="torch")
 
-    assert guard.embedder is shared_embedder(None, "cpu", max_tokens=64)
+    assert guard.embedder is shared_embedder(None, "cpu", max_tokens=64, backend="torch")
     assert guard.embedder.max_tokens == 64 and guard.embedder.backend == "torch"
-    assert guard.embedder is not shared_embedder(None, "cpu", max_tokens=None)
+    assert guard.embedder is not shared_embedder(None, "cpu", max_tokens=None, backend="torch")
+
+
+def test_auto_is_int8_onnx_on_cpu_and_torch_elsewhere(monkeypatch) -> None:
+    assert resolve_backend("auto", "cpu") == ("onnx-int8", "cpu")
+    assert resolve_backend("auto", "cuda") == ("torch", "cuda")
+    assert resolve_backend("onnx-int8", "cuda") == ("onnx-int8", "cpu")
+    assert resolve_backend("torch", "cpu") == ("torch", "cpu")
+    # the default guard on this CPU machine shares the int8 embedder
+    guard = Guard(FakeBackend(), device="cpu")
+    assert guard.embedder.backend == "onnx-int8"
+    assert guard.embedder is shared_embedder(None, "cpu", max_tokens=64, backend="onnx-int8")
+
+    monkeypatch.setattr(embeddings_module, "missing_onnx_packages", lambda: ["onnxruntime"])
+    assert resolve_backend("auto", "cpu") == ("torch", "cpu")  # falls back, never fails
+    assert GuardConfig(embedding_backend="auto").embedding_backend == "auto"
 
 
 def test_the_shared_embedder_is_one_per_token_limit_and_backend() -> None:
-    plain = shared_embedder(device="cpu", max_tokens=32)
+    plain = shared_embedder(device="cpu", max_tokens=32, backend="torch")
 
-    assert shared_embedder(device="cpu", max_tokens=32) is plain
-    assert shared_embedder(device="cpu", max_tokens=48) is not plain
+    assert shared_embedder(device="cpu", max_tokens=32, backend="torch") is plain
+    assert shared_embedder(device="cpu", max_tokens=48, backend="torch") is not plain
     onnx = shared_embedder(device="cuda", max_tokens=32, backend="onnx-int8")
     assert onnx is not plain and onnx.device == "cpu"  # ONNX Runtime here runs on CPU
     assert onnx._model is None  # nothing loads until the first encode

@@ -142,7 +142,8 @@ def test_the_builtin_embedder_runs_one_batch_at_a_time_across_concurrent_calls(
         return await asyncio.gather(*(chat.ainvoke(QUESTION) for _ in range(20)))
 
     asyncio.run(twenty_calls())
-    assert stats["calls"] >= 20  # every call had new answers to embed
+    # every call had new answers to embed; calls that came while the model was busy shared a pass
+    assert stats["calls"] >= 2
     assert stats["max"] == 1  # the embedder's process-wide lock: one forward pass at a time
 
 
