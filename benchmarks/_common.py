@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: where NQ-Open dev is by default, and one AUROC cell.
+"""What the benchmark scripts share: where NQ-Open dev is by default, one AUROC cell, tables,
+and the closed-loop load of concurrent clients against a proxy (:func:`closed_loop_load`).
 
 Each script takes its data as ``--data PATH``; the default is NQ-Open dev
 from ``$UQ_GUARD_NQ_OPEN`` when set, else the ``data`` folder of ``shared``
@@ -7,9 +8,15 @@ beside the checkout (where these machines keep it).
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Sequence
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,3 +55,78 @@ def emit(lines: Sequence[str], out: Path | None) -> None:
     print(text)
     if out:
         out.write_text(text + "\n", encoding="utf-8")
+
+
+def table_lines(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A markdown table, its columns padded to line up in a terminal too."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+    return lines
+
+
+@dataclass
+class LoadResult:
+    """What :func:`closed_loop_load` saw.
+
+    Attributes:
+        latencies: seconds of every served request (status 200 with an ``uncertainty``).
+        errors: the other answers, by kind (``"503"``, ``"ReadTimeout"``...).
+        wall_s: from the first request sent to the last answer received.
+    """
+
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    wall_s: float = 0.0
+
+    def cells(self) -> tuple[str, str, str, str, str]:
+        """``requests``, ``req/s``, ``p50 s``, ``p95 s``, ``errors`` as table cells."""
+        done = self.latencies
+        p95 = statistics.quantiles(done, n=20)[18] if len(done) > 1 else float("nan")
+        return (
+            str(len(done)),
+            f"{len(done) / self.wall_s:.2f}" if self.wall_s else "-",
+            f"{statistics.median(done):.2f}" if done else "-",
+            f"{p95:.2f}" if len(done) > 1 else "-",
+            str(sum(self.errors.values())),
+        )
+
+
+async def closed_loop_load(
+    url: str, clients: int, seconds: float, body: Callable[[], dict[str, Any]]
+) -> LoadResult:
+    """``clients`` clients, each sending its next chat request when its last is answered.
+
+    Args:
+        url: the proxy's base URL (``http://host:port``).
+        clients: concurrent clients, each on a connection of its own.
+        seconds: no request is sent after this; those in flight are awaited.
+        body: the body of the next request.
+    """
+    import httpx
+
+    result = LoadResult()
+    deadline = time.perf_counter() + seconds
+
+    async def client_loop(http: httpx.AsyncClient) -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            try:
+                response = await http.post(f"{url}/v1/chat/completions", json=body())
+                ok = response.status_code == 200 and "uncertainty" in response.json()
+                kind = str(response.status_code)
+            except httpx.HTTPError as exc:
+                ok, kind = False, type(exc).__name__
+            if ok:
+                result.latencies.append(time.perf_counter() - started)
+            else:
+                result.errors[kind] += 1
+
+    started = time.perf_counter()
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        await asyncio.gather(*(client_loop(http) for _ in range(clients)))
+    result.wall_s = time.perf_counter() - started
+    return result

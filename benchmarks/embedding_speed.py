@@ -152,8 +152,17 @@ def speed_rows(found: dict[str, SentenceTransformerEmbedder], texts: list[str], 
     return [(name, statistics.median(s), encoded[name]) for name, s in seconds.items()]
 
 
-def ranking_rows(found: dict[str, SentenceTransformerEmbedder], sets: list[str], limit: int):
-    """(set, variant, AUROCs, rescore seconds) for each committed record set and variant."""
+def ranking_rows(
+    found: dict[str, SentenceTransformerEmbedder],
+    sets: list[str],
+    limit: int | None,
+    variants: list[str] | None = None,
+):
+    """(set, variant, AUROCs, rescore seconds) for each committed record set and variant.
+
+    ``variants``: the names to rescore with (all when None; a rescore of one
+    set takes minutes).
+    """
     rows = []
     for name in sets:
         records = [r for r in read_records(ROOT / name / "records.jsonl") if r.ok][:limit]
@@ -161,6 +170,8 @@ def ranking_rows(found: dict[str, SentenceTransformerEmbedder], sets: list[str],
         stored = np.array([r.confidence for r in records], dtype=float)
         rows.append((name, "stored records (as committed)", [auroc(stored, correct)], None))
         for variant, embedder in found.items():
+            if variants is not None and variant not in variants:
+                continue
             embedder.clear_cache()
             started = time.perf_counter()
             scored = rescore(records, embedder=embedder)
@@ -175,7 +186,11 @@ def ranking_rows(found: dict[str, SentenceTransformerEmbedder], sets: list[str],
 
 
 def batch_drift(found: dict[str, SentenceTransformerEmbedder], texts: list[str]) -> str:
-    """How far int8 rows move with their batch: a text alone against inside the call's batch."""
+    """How far int8 rows move with their batch: a text alone against inside the call's batch.
+
+    Zero since each text runs alone (dynamic quantisation would otherwise
+    scale a batch's activations together).
+    """
     embedder = found.get("int8 ONNX")
     if embedder is None:
         return ""
@@ -193,6 +208,11 @@ def main() -> None:
     )
     parser.add_argument("--sets", default="countries,nq", help="folders under results/default")
     parser.add_argument("--limit", type=int, default=None, help="records per set (all)")
+    parser.add_argument(
+        "--ranked",
+        default=None,
+        help="comma-separated variants to rescore the records with (default: every variant)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = parser.parse_args()
 
@@ -203,7 +223,8 @@ def main() -> None:
     texts = list(dict.fromkeys([*prompts, *answers]))
     lengths = [len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers]
     speed = speed_rows(found, texts, args.repeats)
-    ranking = ranking_rows(found, args.sets.split(","), args.limit)
+    ranked = [v.strip() for v in args.ranked.split(",")] if args.ranked else None
+    ranking = ranking_rows(found, args.sets.split(","), args.limit, ranked)
 
     base = speed[0][1]
     lines = [
@@ -240,7 +261,7 @@ def main() -> None:
             f"int8 rows move with their batch (1 − cosine, alone vs in the call): {drift}.",
         ]
     else:
-        lines += ["", "int8 ONNX: skipped, onnxruntime or onnx is not installed (the onnx extra)."]
+        lines += ["", "int8 ONNX: skipped, onnxruntime or onnx is not installed."]
     emit(lines, args.out)
 
 

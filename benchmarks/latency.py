@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import openai
+from _common import closed_loop_load, table_lines
 from uq_guard_openai import wrap_openai
 from uq_guard_server import OpenAIUpstream, ServerPolicy, ServerSettings, create_app
 
@@ -89,35 +88,9 @@ async def concurrency_table() -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
-async def load(url: str, clients: int, seconds: float) -> tuple[list[float], int, float]:
-    latencies: list[float] = []
-    errors = 0
-    body = {"model": MODEL, "messages": QUESTION}
-    deadline = time.perf_counter() + seconds
-
-    async def client_loop(http: httpx.AsyncClient) -> None:
-        nonlocal errors
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            try:
-                response = await http.post(f"{url}/v1/chat/completions", json=body)
-                ok = response.status_code == 200 and "uncertainty" in response.json()
-            except httpx.HTTPError:
-                ok = False
-            if ok:
-                latencies.append(time.perf_counter() - started)
-            else:
-                errors += 1
-
-    started = time.perf_counter()
-    limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
-        await asyncio.gather(*(client_loop(http) for _ in range(clients)))
-    return latencies, errors, time.perf_counter() - started
-
-
 def proxy_table(clients: int, seconds: float) -> list[tuple[str, ...]]:
     guard = GuardConfig(n_perturbations=N_PROMPTS - 1, n_samples=N_SAMPLES, max_concurrency=16)
+    body = {"model": MODEL, "messages": QUESTION}
     with ScriptedUpstream(answer, delay_s=DELAY_S) as upstream:
         # Every client at work at once, each request at its own concurrency: the
         # figures measure the proxy, not its admission limits.
@@ -129,28 +102,13 @@ def proxy_table(clients: int, seconds: float) -> list[tuple[str, ...]]:
         )
         app = create_app(OpenAIUpstream(upstream.base_url), settings)
         with serving(app) as url:
-            latencies, errors, wall = asyncio.run(load(url, clients, seconds))
-    cuts = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else [0.0] * 19
-    return [
-        (
-            str(clients),
-            f"{wall:.0f}",
-            str(len(latencies)),
-            f"{len(latencies) / wall:.2f}",
-            f"{statistics.median(latencies):.2f}" if latencies else "-",
-            f"{cuts[18]:.2f}",
-            str(errors),
-        )
-    ]
+            result = asyncio.run(closed_loop_load(url, clients, seconds, lambda: body))
+    return [(str(clients), f"{result.wall_s:.0f}", *result.cells())]
 
 
 def print_table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     print(f"\n{title}")
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+    print("\n".join(table_lines(header, rows)))
 
 
 def main() -> None:

@@ -219,9 +219,7 @@ class OnnxInt8Encoder:
             supported (see the module docstring).
     """
 
-    def __init__(
-        self, location: str, *, max_tokens: int | None = None, threads: int = 1
-    ) -> None:
+    def __init__(self, location: str, *, max_tokens: int | None = None, threads: int = 1) -> None:
         missing = missing_onnx_packages()
         if missing:
             raise ConfigurationError(

@@ -94,7 +94,12 @@ class ServerPolicy:
         max_request_concurrency: upstream calls in flight at once under one
             Guard (a request's ``max_concurrency`` is clamped to it). Requests
             with the same effective settings share one Guard, and so this cap:
-            it bounds their calls together, not each request's.
+            it bounds their calls together, not each request's. The default,
+            64, is the library's ``max_concurrency`` and ``max_upstream_calls``:
+            a default request (52 calls at most) goes in one round, where 8
+            held one worker to 8 calls in flight for all its requests, 0.5
+            requests/s on a 300 ms upstream that ignores ``n``
+            (``benchmarks/results/performance/proxy_load.md``).
         max_perturb_chars: a prompt longer than this (the messages' text,
             summed) is not perturbed: GAAP's time grows with the prompt, and
             the request is answered from samples of the prompt itself, with a note.
@@ -103,7 +108,7 @@ class ServerPolicy:
     allowed_settings: frozenset[str] = frozenset(DEFAULT_ALLOWED_SETTINGS)
     max_upstream_calls: int = 64
     max_request_tokens: int = 32_768
-    max_request_concurrency: int = 8
+    max_request_concurrency: int = 64
     max_perturb_chars: int = 2_000
 
     def __post_init__(self) -> None:

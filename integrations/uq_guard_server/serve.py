@@ -1,11 +1,20 @@
-"""``uq-guard serve``: build the upstream and the app from command-line settings, run uvicorn."""
+"""``uq-guard serve``: build the upstream and the app from command-line settings, run uvicorn.
+
+``--workers N`` (N > 1) runs N uvicorn worker processes on one port, each a
+stateless replica: it builds its own upstream, Guard and app from the same
+options, handed over in the :data:`OPTIONS_ENV` environment variable as JSON
+(:func:`options_to_json`; the options as typed, which name the environment
+variables holding the keys, never a key). Caps and limits hold per worker.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -21,6 +30,11 @@ logger = logging.getLogger(__name__)
 
 LOCAL = "local"
 LOCAL_MODEL_NAME = "smollm2-135m-instruct"
+OPTIONS_ENV = "UQ_GUARD_SERVE_OPTIONS"
+"""Where ``uq-guard serve --workers N`` hands its options to the worker processes."""
+APP_FACTORY = "uq_guard_server.serve:app_from_environment"
+"""The import string each worker process builds its app with."""
+_LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"  # uq_guard.cli's, set again in each worker
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes on the port, stateless replicas, each with its own upstream, "
+        "guard, embedder and limits (default 1); over --upstream local each loads its own "
+        "copy of the model",
+    )
     parser.add_argument(
         "--model", action="append", dest="models", help="a model name to serve (repeatable)"
     )
@@ -207,13 +229,20 @@ def build(args: argparse.Namespace) -> tuple[Upstream, ServerSettings]:
 
 def run(args: argparse.Namespace) -> int:
     """Start the proxy and serve until interrupted; returns the exit status."""
-    import sys
-
     import uvicorn
 
+    workers = getattr(args, "workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        print(
+            f"uq-guard serve: --workers must be a whole number >= 1, got {workers!r}",
+            file=sys.stderr,
+        )
+        return 2
     # Whatever logs (ours, httpx, openai, uvicorn), no credential reaches a log line.
-    secrets = [os.environ.get(args.api_key_env), os.environ.get(args.upstream_key_env)]
+    secrets = _secrets(args)
     install_redaction(secrets)
+    if workers > 1:
+        return _run_workers(args, workers)
     try:
         upstream, settings = build(args)
     except ConfigurationError as exc:
@@ -222,6 +251,59 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(upstream, settings)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     install_redaction(secrets)  # uvicorn's own handlers exist now
+    _log_serving(args, settings)
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started else 1  # not started: the port was taken, or startup failed
+
+
+def _run_workers(args: argparse.Namespace, workers: int) -> int:
+    """Serve with ``workers`` processes; each builds its app with :func:`app_from_environment`."""
+    import uvicorn
+
+    # The options are checked here, before any worker starts (and any model loads).
+    try:
+        defaults = _shipped_local_defaults() if args.upstream == LOCAL else None
+        server_settings(args, defaults)
+    except ConfigurationError as exc:
+        print(f"uq-guard serve: {exc}", file=sys.stderr)
+        return 2
+    if args.upstream == LOCAL:
+        logger.warning(
+            "--upstream local with --workers %d: each worker loads its own copy of the "
+            "model (and embedder); memory grows %d-fold",
+            workers,
+            workers,
+        )
+    os.environ[OPTIONS_ENV] = options_to_json(args)  # the spawned workers inherit it
+    logger.info("starting %d workers", workers)
+    try:
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            workers=workers,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+        )
+    except SystemExit as exc:  # uvicorn exits when it cannot bind the port
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    return 0
+
+
+def _shipped_local_defaults() -> dict[str, Any]:
+    """The guard defaults the local model ships with, read without loading it."""
+    from uq_guard_hf import shipped_guard_defaults
+
+    return dict(shipped_guard_defaults())
+
+
+def _secrets(args: argparse.Namespace) -> list[str | None]:
+    return [os.environ.get(args.api_key_env), os.environ.get(args.upstream_key_env)]
+
+
+def _log_serving(args: argparse.Namespace, settings: ServerSettings) -> None:
     logger.info(
         "serving %s on http://%s:%d (client key check %s)",
         redact_url(args.upstream),
@@ -229,10 +311,71 @@ def run(args: argparse.Namespace) -> int:
         args.port,
         "on" if settings.api_key else "off",
     )
-    server = uvicorn.Server(config)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run()
-    return 0 if server.started else 1  # not started: the port was taken, or startup failed
+
+
+def _option_names() -> list[str]:
+    """The destinations of the ``serve`` options (and the global ``verbose``)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    return [*vars(parser.parse_args([])), "verbose"]
+
+
+def options_to_json(args: argparse.Namespace) -> str:
+    """The ``serve`` options as JSON, for :data:`OPTIONS_ENV`.
+
+    Only the options: the keys stay in the environment variables the options
+    name (``--upstream-key-env``, ``--api-key-env``), which each worker reads itself.
+    """
+    given = vars(args)
+    return json.dumps({name: given[name] for name in _option_names() if name in given})
+
+
+def options_from_json(text: str) -> argparse.Namespace:
+    """The options :func:`options_to_json` wrote, over the defaults of any it left out.
+
+    Raises:
+        ConfigurationError: the text is not a JSON object.
+    """
+    try:
+        given = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{OPTIONS_ENV} is not JSON: {exc}") from None
+    if not isinstance(given, dict):
+        raise ConfigurationError(f"{OPTIONS_ENV} must hold a JSON object")
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    args = parser.parse_args([])
+    args.verbose = False
+    for name in _option_names():
+        if name in given:
+            setattr(args, name, given[name])
+    return args
+
+
+def app_from_environment() -> Any:
+    """The app of one ``--workers`` process, built from the options in :data:`OPTIONS_ENV`.
+
+    uvicorn calls it in each worker after setting up its logging. A bad
+    option or a failed build exits the worker with uvicorn's startup-failure
+    status, so that the parent stops rather than restarting it forever.
+    """
+    from uvicorn.config import STARTUP_FAILURE
+
+    try:
+        args = options_from_json(os.environ.get(OPTIONS_ENV, "{}"))
+        logging.basicConfig(
+            level=logging.INFO if args.verbose else logging.WARNING, format=_LOG_FORMAT
+        )
+        install_redaction(_secrets(args))
+        upstream, settings = build(args)
+    except ConfigurationError as exc:
+        logger.error("uq-guard serve worker %d: %s", os.getpid(), exc)
+        sys.exit(STARTUP_FAILURE)
+    except Exception:
+        logger.exception("uq-guard serve worker %d could not build its app", os.getpid())
+        sys.exit(STARTUP_FAILURE)
+    _log_serving(args, settings)
+    return create_app(upstream, settings)
 
 
 _LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access")

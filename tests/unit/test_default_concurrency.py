@@ -78,6 +78,16 @@ def test_the_default_lets_a_default_call_go_in_one_round() -> None:
     assert requests == DEFAULT_REQUESTS <= config.max_concurrency
 
 
+def test_the_proxy_lets_a_default_request_go_in_one_round_within_its_call_cap() -> None:
+    from uq_guard_server.policy import ServerPolicy, upstream_calls
+
+    policy = ServerPolicy()
+    # a client cannot raise it: max_concurrency is not in the default allow-list
+    assert "max_concurrency" not in policy.allowed_settings
+    assert upstream_calls(GuardConfig()) <= policy.max_request_concurrency
+    assert policy.max_request_concurrency <= policy.max_upstream_calls == 64
+
+
 def test_a_guard_holds_a_cap_of_the_default_size() -> None:
     assert Guard(FakeBackend(), **PARTS).model_limit.limit == 64
 

@@ -215,6 +215,57 @@ async def test_same_seed_same_variants_other_seed_other_variants(embedder) -> No
     assert first.prompts != other.prompts
 
 
+class CountingEmbedder:
+    """The real embedder, counting the texts it is asked for."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.texts = 0
+
+    def encode(self, texts):
+        self.texts += len(texts)
+        return self.inner.encode(texts)
+
+
+async def test_a_prompt_asked_again_is_answered_from_the_kept_result(embedder) -> None:
+    counting = CountingEmbedder(embedder)
+    perturber = gaap(counting)
+    first = await perturber.perturb(NQ_QUESTION, 6)
+    spent = counting.texts
+    first.prompts.pop()  # the guard trims what it gets: the kept result must not change
+
+    again = await perturber.perturb(NQ_QUESTION, 6)
+
+    assert spent > 0 and counting.texts == spent  # nothing embedded the second time
+    assert again.prompts == (await gaap(embedder).perturb(NQ_QUESTION, 6)).prompts
+    assert len(again.prompts) == 6 and again.n_real == first.n_real
+    other = await perturber.perturb(NQ_QUESTION, 4)  # another m is another run
+    assert counting.texts > spent and len(other.prompts) == 4
+    uncached, before = gaap(counting, cache_size=0), counting.texts
+    await uncached.perturb(NQ_QUESTION, 6)
+    once = counting.texts - before
+    await uncached.perturb(NQ_QUESTION, 6)
+    assert counting.texts - before == 2 * once  # cache_size=0 runs every time
+
+
+async def test_a_failed_lexicon_request_is_not_kept(embedder) -> None:
+    from uq_guard.perturb.model_lexicon import ModelLexicon
+
+    backend = FakeBackend()
+    backend.fail(lambda request: True, RuntimeError("down"), times=1)
+    perturber = GAAPPerturber(embedder, ModelLexicon(backend))
+
+    failed = await perturber.perturb(NQ_QUESTION, 4)
+    retried = await perturber.perturb(NQ_QUESTION, 4)
+
+    assert any("lexicon request failed" in r for r in failed.degraded_reasons)
+    assert not any("lexicon request failed" in r for r in retried.degraded_reasons)
+    assert len(backend.requests) == 2
+    kept = await perturber.perturb(NQ_QUESTION, 4)
+    assert len(backend.requests) == 2 and kept.usage.model_calls == 0
+    assert retried.usage.model_calls == 1
+
+
 async def test_delta_stops_the_run_and_max_generations_bounds_it(embedder) -> None:
     stopped, _ = await gaap(embedder, delta=1.0).run(NQ_QUESTION, 4)
     assert stopped.stop_reason == "delta" and len(stopped.generations) == 1

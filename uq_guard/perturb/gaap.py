@@ -50,14 +50,20 @@ Choices the paper leaves open, made here:
 * Fitness is rounded to 6 decimals so that the last-bit differences of
   batched float arithmetic cannot change a seeded run.
 * The random generator is seeded with (seed, CRC-32 of the prompt): the same
-  prompt and seed give the same variants in any process.
+  prompt and seed give the same variants in any process. A perturber
+  therefore keeps its last ``cache_size`` results and answers a prompt it has
+  perturbed before from them, at no cost (a run whose lexicon failed is not
+  kept).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -137,6 +143,17 @@ class GAAPRun:
     degraded_reasons: list[str] = field(default_factory=list)
 
 
+def _copy(result: PerturbationResult, **changes: object) -> PerturbationResult:
+    """A copy whose lists the caller may change (the guard trims ``prompts``)."""
+    return dataclasses.replace(
+        result,
+        prompts=list(result.prompts),
+        notes=list(result.notes),
+        degraded_reasons=list(result.degraded_reasons),
+        **changes,  # type: ignore[arg-type]
+    )
+
+
 def _is_filler(word: str) -> bool:
     return word.lower() in FILLER_WORDS
 
@@ -191,6 +208,7 @@ class GAAPPerturber:
         max_key_tokens: cap on key tokens (long prompts).
         max_candidates: distinct candidate words scored for key tokens (long prompts).
         pad: fill a shortfall with repeats (counted in ``n_real``).
+        cache_size: results kept for prompts asked again (0 = none).
     """
 
     method = "gaap"
@@ -216,6 +234,7 @@ class GAAPPerturber:
         max_key_tokens: int = 16,
         max_candidates: int = 256,
         pad: bool = True,
+        cache_size: int = 1024,
     ) -> None:
         self._embedder = embedder
         self.lexicon = lexicon
@@ -235,6 +254,9 @@ class GAAPPerturber:
         self.max_key_tokens = max_key_tokens
         self.max_candidates = max_candidates
         self.pad = pad
+        self.cache_size = cache_size
+        self._results: OrderedDict[tuple[str, int], PerturbationResult] = OrderedDict()
+        self._results_lock = threading.Lock()  # one perturber serves calls on many threads
 
     @property
     def embedder(self) -> Embedder:
@@ -249,8 +271,13 @@ class GAAPPerturber:
     async def perturb(self, prompt: str, m: int) -> PerturbationResult:
         if m <= 0:
             return PerturbationResult(prompts=[], method=self.method, n_requested=0, n_real=0)
+        with self._results_lock:
+            kept = self._results.get((prompt, m))
+            if kept is not None:
+                self._results.move_to_end((prompt, m))
+                return _copy(kept, usage=Usage())  # made before: no model call this time
         run, substitutions = await self.run(prompt, m)
-        return PerturbationResult(
+        result = PerturbationResult(
             prompts=run.prompts,
             method=self.method,
             n_requested=m,
@@ -260,6 +287,12 @@ class GAAPPerturber:
             lexicon=substitutions.lexicon if substitutions else self.lexicon.name,
             n_real=run.n_real,
         )
+        if self.cache_size > 0 and not (substitutions and substitutions.degraded_reasons):
+            with self._results_lock:
+                self._results[(prompt, m)] = _copy(result)
+                while len(self._results) > self.cache_size:
+                    self._results.popitem(last=False)
+        return result
 
     async def run(self, prompt: str, m: int) -> tuple[GAAPRun, Substitutions | None]:
         """One full GAAP run; also returns what the lexicon said (None when not asked)."""

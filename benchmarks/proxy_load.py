@@ -1,0 +1,237 @@
+"""Proxy load: ``uq-guard serve`` with 1 and 2 workers under 20 clients for 30 s, in one run.
+
+The real command (``python -m uq_guard.cli serve``, a process of its own, so
+``--workers`` applies) at its default guard settings (GAAP, the default
+embedder, 10 prompts × 5 samples), in front of an OpenAI-compatible upstream
+(``tests/support/upstream.py``) in another process that takes 300 ms a
+request and ignores ``n`` like llama.cpp's server, so a guarded request is
+51 upstream calls. Each upstream answer is drawn at random from the gold
+answers of NQ-Open dev, so answers differ from call to call and caches do
+not make the work trivial; the clients ask NQ-Open dev questions in turn.
+
+Each client sends its next request when its last is answered (closed loop,
+:func:`_common.closed_loop_load`); an error is any answer but a 200 with an
+uncertainty report (a 503 included). Before timing, every worker serves a
+few requests. The admission settings (``--max-active-requests``,
+``--max-queue``, per worker) are given to admit every client, and the table
+names them with ``--max-request-concurrency``, the cap on one worker's
+upstream calls in flight at the same settings.
+
+    .venv/bin/python benchmarks/proxy_load.py --out benchmarks/results/performance/proxy_load.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import multiprocessing
+import os
+import random
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import psutil
+from _common import NQ_OPEN_DEV, LoadResult, closed_loop_load, emit, table_lines
+from uq_guard_server.policy import ServerPolicy
+
+from uq_guard.evaluation.records import load_questions
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.serve import start_serve, stop_serve
+from tests.support.upstream import MODEL, ScriptedUpstream
+
+DELAY_S = 0.3
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    """User and system CPU time of ``process`` and its children (the workers) so far."""
+    total = 0.0
+    for each in (process, *process.children(recursive=True)):
+        with contextlib.suppress(psutil.Error):
+            times = each.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def _serve_upstream(conn: Connection, answers: list[str], delay_s: float) -> None:
+    """The upstream's process: serve until told to stop; report its calls on ``"stats"``."""
+    pick = random.Random(0)
+    with ScriptedUpstream(lambda body: pick.choice(answers), honour_n=False, delay_s=delay_s) as up:
+        conn.send(up.base_url)
+        while (message := conn.recv()) != "stop":
+            if message == "stats":
+                conn.send((len(up.bodies), up.max_in_flight))
+                up.max_in_flight = up.in_flight
+
+
+class UpstreamProcess:
+    """A :class:`ScriptedUpstream` in a process of its own, not sharing the proxy's."""
+
+    def __init__(self, answers: list[str], delay_s: float) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=_serve_upstream, args=(child, answers, delay_s), daemon=True
+        )
+
+    def __enter__(self) -> UpstreamProcess:
+        self._process.start()
+        self.base_url: str = self._conn.recv()
+        return self
+
+    def stats(self) -> tuple[int, int]:
+        """Chat calls so far, and the most in flight at once since the last ``stats``."""
+        self._conn.send("stats")
+        calls, most = self._conn.recv()
+        return int(calls), int(most)
+
+    def __exit__(self, *exc: object) -> None:
+        self._conn.send("stop")
+        self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
+
+
+def rotating_bodies(questions: list[str]) -> Callable[[], dict[str, Any]]:
+    """Chat bodies asking ``questions`` in turn."""
+    turn = itertools.cycle(questions)
+
+    def body() -> dict[str, Any]:
+        return {"model": MODEL, "messages": [{"role": "user", "content": next(turn)}]}
+
+    return body
+
+
+def run_one(
+    upstream: UpstreamProcess,
+    body: Callable[[], dict[str, Any]],
+    *,
+    workers: int,
+    concurrency: int,
+    args: argparse.Namespace,
+) -> tuple[str, ...]:
+    options = ["--upstream", upstream.base_url, "--workers", str(workers)]
+    options += ["--max-request-concurrency", str(concurrency)]
+    options += ["--max-active-requests", str(args.max_active_requests)]
+    options += ["--max-queue", str(args.max_queue)]
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "serve.log"
+        process, url = start_serve(options, log, verbose=False)
+        try:
+            # every worker past its first requests (GAAP's first prompt, the first encode)
+            asyncio.run(closed_loop_load(url, 2 * workers, args.warmup, body))
+            serve = psutil.Process(process.pid)
+            calls_before, _ = upstream.stats()
+            cpu_before = cpu_seconds(serve)
+            result: LoadResult = asyncio.run(
+                closed_loop_load(url, args.clients, args.seconds, body)
+            )
+            cpu = cpu_seconds(serve) - cpu_before
+            calls, most_in_flight = upstream.stats()
+        finally:
+            stop_serve(process)
+        if result.errors:
+            print(f"errors {dict(result.errors)}; server log tail:\n{log.read_text()[-3000:]}")
+    served = len(result.latencies)
+    per_request = (calls - calls_before) / served if served else float("nan")
+    return (
+        str(workers),
+        str(concurrency),
+        *result.cells(),
+        f"{per_request:.0f}",
+        str(most_in_flight),
+        f"{cpu / served:.2f}" if served else "-",
+        f"{cpu / result.wall_s:.2f}",
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--max-request-concurrency",
+        type=int,
+        nargs="+",
+        default=[ServerPolicy().max_request_concurrency],
+        help="one run per value and worker count (default: the server's default)",
+    )
+    parser.add_argument(
+        "--max-active-requests", type=int, default=20, help="per worker (default 20)"
+    )
+    parser.add_argument("--max-queue", type=int, default=0, help="per worker (default 0)")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds (default 5)")
+    parser.add_argument("--questions", type=int, default=200)
+    parser.add_argument("--data", type=Path, default=NQ_OPEN_DEV)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    items = load_questions(args.data)
+    questions = [item.question for item in items[: args.questions]]
+    answers = sorted({answer for item in items for answer in item.gold})
+    body = rotating_bodies(questions)
+    load = psutil.getloadavg()[0]
+    rows = []
+    with UpstreamProcess(answers, DELAY_S) as upstream:
+        for concurrency in args.max_request_concurrency:
+            for workers in args.workers:
+                rows.append(
+                    run_one(upstream, body, workers=workers, concurrency=concurrency, args=args)
+                )
+                print(rows[-1], flush=True)
+
+    command = ".venv/bin/python benchmarks/proxy_load.py " + shlex.join(sys.argv[1:])
+    lines = [
+        "# Proxy load: `uq-guard serve` with 1 and 2 workers",
+        "",
+        "Produced by:",
+        "",
+        "```",
+        command.strip(),
+        "```",
+        "",
+        f"{args.clients} closed-loop clients for {args.seconds:.0f} s against `uq-guard serve` "
+        "(a process of its own) at the default guard settings (GAAP, the default embedder, "
+        f"10 prompts × 5 samples), in front of an upstream in another process that takes "
+        f"{DELAY_S * 1000:.0f} ms a request and ignores `n` (answers drawn at random from "
+        f"{len(answers)} NQ-Open gold answers; {len(questions)} NQ-Open dev questions asked "
+        f"in turn). Admission per worker: `--max-active-requests {args.max_active_requests} "
+        f"--max-queue {args.max_queue}`. `calls/req`: upstream calls per served request; "
+        "`most in flight`: the upstream's peak of concurrent calls. `proxy CPU s/req`: "
+        "CPU time of `uq-guard serve` and its workers per served request; `proxy cores "
+        f"busy`: that CPU time over the wall time. {os.cpu_count()} CPU cores, shared by "
+        f"the clients, the proxy and the upstream (load average {load:.1f} before the run).",
+        "",
+        *table_lines(
+            (
+                "workers",
+                "max-request-concurrency",
+                "requests",
+                "req/s",
+                "p50 s",
+                "p95 s",
+                "errors",
+                "calls/req",
+                "most in flight",
+                "proxy CPU s/req",
+                "proxy cores busy",
+            ),
+            rows,
+        ),
+    ]
+    emit(lines, args.out)
+
+
+if __name__ == "__main__":
+    started = time.perf_counter()
+    main()
+    print(f"({time.perf_counter() - started:.0f} s)")
