@@ -1,7 +1,7 @@
 """One round, not waves: a guarded call at several ``max_concurrency`` values against a plain call.
 
-Against the controlled OpenAI-compatible upstream of ``benchmarks/latency.py``
-(``tests/support/upstream.py`` on 127.0.0.1, a fixed 300 ms per request), one
+Against the controlled OpenAI-compatible upstream of ``tests/support/upstream.py``
+(on 127.0.0.1, a fixed 300 ms per request), one
 guarded call of 10 prompts × 5 samples through ``wrap_openai``
 (``AsyncOpenAI``) at each ``max_concurrency``, and one plain (unguarded) call
 of the same client, all in one run, interleaved, ``--repeats`` times; medians
@@ -32,22 +32,14 @@ from uq_guard_openai import wrap_openai
 
 from uq_guard import GuardConfig
 from uq_guard.embeddings import shared_embedder
-from uq_guard.perturb import PerturbationResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.upstream import MODEL, ScriptedUpstream
+from tests.unit.model_free_parts import FixedVariants
 
 DELAY_S = 0.3
 N_PROMPTS, N_SAMPLES = 10, 5
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-class FixedVariants:
-    """Rewordings made without any model call."""
-
-    async def perturb(self, prompt: str, m: int) -> PerturbationResult:
-        variants = [f"Variant {i}: {prompt}" for i in range(1, m + 1)]
-        return PerturbationResult(prompts=variants, method="fixed", n_requested=m)
 
 
 def answer(body: dict) -> str:

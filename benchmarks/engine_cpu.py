@@ -9,8 +9,9 @@ NQ-Open question and starts with a cold embedding cache, as a chat turn does.
 The baseline, timed in the same run, interleaved with the calls: a plain fp32
 sentence-transformers ``encode`` of the same distinct texts (the call's
 prompts, answers and reply) at the model's own length limit. Rows: the
-default embedder (torch, ``embedding_max_tokens=64``) and the opt-in int8
-ONNX embedder.
+default embedder (``auto``: int8 ONNX on CPU, ``embedding_max_tokens=64``)
+and the fp32 torch one at the same limit. Then GAAP alone on prompts of 20,
+450 and 2000 words (how prompt size bounds its work).
 
 Run: ``.venv/bin/python benchmarks/engine_cpu.py [--calls 8] [--out FILE]``.
 """
@@ -26,12 +27,15 @@ from pathlib import Path
 from _common import NQ_OPEN_DEV, emit
 
 from uq_guard import Guard, GuardConfig
+from uq_guard._sync import run_sync
 from uq_guard.backend import Generation, GenerationRequest, Usage
 from uq_guard.embeddings import SentenceTransformerEmbedder
 from uq_guard.evaluation.records import load_questions
 
 #: Words in a canned answer: about 128 of MiniLM's word pieces.
 ANSWER_WORDS = 96
+#: Prompt lengths (words) GAAP is timed on alone.
+PROMPT_WORDS = (20, 450, 2000)
 
 
 class CannedBackend:
@@ -73,8 +77,8 @@ def main() -> int:
     questions = [item.question + "?" for item in load_questions(args.data, 4 * args.calls + 1)]
     pool = " ".join(questions).split()
     variants = {
-        "default (torch, 64 tokens)": GuardConfig(),
-        "onnx-int8 (64 tokens)": GuardConfig(embedding_backend="onnx-int8"),
+        "default (auto: int8 ONNX on CPU, 64 tokens)": GuardConfig(),
+        "torch fp32, 64 tokens": GuardConfig(embedding_backend="torch"),
     }
     guards = {}
     for name, config in variants.items():
@@ -144,6 +148,20 @@ def main() -> int:
             f"| {name} | {cpu:.3f} | {cpu / base:.2f}× | {part('perturb')} | {part('embed')} "
             f"| {part('score')} |"
         )
+    guard = next(iter(guards.values()))[0]
+    lines += [
+        "",
+        "GAAP alone on long prompts (the default guard's perturber, m = 9, a new prompt "
+        "each: NQ-Open questions run together):",
+        "",
+        "| prompt words | perturb wall s | perturb CPU s |",
+        "|---|---|---|",
+    ]
+    for start, words in enumerate(PROMPT_WORDS):
+        prompt = " ".join((pool * 20)[start * 7 : start * 7 + words]) + " What is the answer?"
+        began = time.perf_counter()
+        spent, _ = cpu_seconds(lambda p=prompt: run_sync(guard.perturber.perturb(p, 9)))
+        lines.append(f"| {words} | {time.perf_counter() - began:.2f} | {spent:.2f} |")
     emit(lines, args.out)
     return 0
 

@@ -62,7 +62,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # uqlm's offline scorers need no hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from _common import NQ_OPEN_DEV, emit
+from _common import NQ_OPEN_DEV, emit, table_lines
 
 from uq_guard.config_sections import ScoringSettings
 from uq_guard.embeddings import resolve_model_location, shared_embedder
@@ -264,16 +264,6 @@ def main() -> None:
         "(`time.sleep(0.1)` at the end of `MatchScorer`/`CosineScorer.evaluate` in uqlm 0.6.7).",
     ]
     emit(lines, args.out)
-
-
-def table_lines(header: list[str], rows: list[list[str]]) -> list[str]:
-    """A markdown table, its columns padded to line up in a terminal too."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"]
-    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
-    return lines
 
 
 def _shown(path: Path) -> str:

@@ -6,7 +6,7 @@ reply that never comes, a body cut short, garbage JSON, a choice with no
 content. Each chat request is answered by ``script(body, index)`` (``index``
 counts chat requests from 0), or by a well-behaved default that answers
 ``n`` choices (or one, with ``honour_n=False``, as llama.cpp does) after
-``delay_s``. Used by the fault-injection tests and ``benchmarks/latency.py``.
+``delay_s``. Used by the fault-injection tests and the speed benchmarks.
 """
 
 from __future__ import annotations
