@@ -211,7 +211,7 @@ def main() -> None:
     parser.add_argument(
         "--ranked",
         default=None,
-        help="comma-separated variants to rescore the records with (default: every variant)",
+        help="';'-separated variants to rescore the records with (default: every variant)",
     )
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = parser.parse_args()
@@ -223,7 +223,10 @@ def main() -> None:
     texts = list(dict.fromkeys([*prompts, *answers]))
     lengths = [len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers]
     speed = speed_rows(found, texts, args.repeats)
-    ranked = [v.strip() for v in args.ranked.split(",")] if args.ranked else None
+    ranked = [v.strip() for v in args.ranked.split(";")] if args.ranked else None
+    unknown = sorted(set(ranked or ()) - set(found))
+    if unknown:
+        parser.error(f"--ranked: no variant {unknown}; the variants are {sorted(found)}")
     ranking = ranking_rows(found, args.sets.split(","), args.limit, ranked)
 
     base = speed[0][1]
