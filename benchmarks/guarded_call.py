@@ -17,6 +17,9 @@ Each wrapper twice: as shipped, where the reply and the original prompt's
 samples go out while GAAP makes the perturbed prompts (the backends answer
 requests independently), and with that overlap switched off (the reply
 waits for GAAP, as a batching local model's round does), for comparison.
+And twice again: a reply that takes as long as a sample (300 ms), and one
+that takes longer (``--reply-seconds``), as a long answer does next to
+samples capped at a few dozen tokens.
 
     .venv/bin/python benchmarks/guarded_call.py --out benchmarks/results/performance/guarded_call.md
 """
@@ -43,7 +46,7 @@ from uq_guard import GuardConfig, UncertaintyReport
 from uq_guard.evaluation.records import load_questions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.upstream import MODEL, ScriptedUpstream
+from tests.support.upstream import MODEL, Reply, ScriptedUpstream, is_sample
 
 DELAY_S = 0.3
 ANSWERS = ("Paris", "London", "Vienna", "Rome", "the Seine", "1889", "Gustave Eiffel")
@@ -78,9 +81,24 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="calls per row (median)")
     parser.add_argument("--data", type=Path, default=NQ_OPEN_DEV)
     parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
+    parser.add_argument(
+        "--reply-seconds",
+        type=float,
+        nargs="+",
+        default=[DELAY_S, 1.5],
+        help="how long the upstream takes for the reply (samples: 0.3 s); one table row set each",
+    )
     args = parser.parse_args()
-    questions = [item.question + "?" for item in load_questions(args.data, 6 * args.repeats + 2)]
-    rows = asyncio.run(measure(questions, args.repeats))
+    per_set = 6 * args.repeats + 2  # every guarded call a question no cache has seen
+    found = load_questions(args.data, per_set * len(args.reply_seconds))
+    questions = [item.question + "?" for item in found]
+    rows = [
+        row
+        for number, reply_s in enumerate(args.reply_seconds)
+        for row in asyncio.run(
+            measure(questions[number * per_set : (number + 1) * per_set], args.repeats, reply_s)
+        )
+    ]
 
     config = GuardConfig()
     lines = [
@@ -92,7 +110,7 @@ def main() -> int:
         " ".join(["benchmarks/guarded_call.py", *sys.argv[1:]]),
         "```",
         "",
-        f"Upstream: {DELAY_S * 1000:.0f} ms a request, `n` ignored (1 + "
+        f"Upstream: {DELAY_S * 1000:.0f} ms a sample (a reply: `reply s`), `n` ignored (1 + "
         f"{config.n_perturbations + 1} × {config.n_samples} requests a guarded call). "
         f"Defaults: {config.perturbation} perturbation, max_concurrency "
         f"{config.max_concurrency}, embedding_backend {config.embedding_backend!r}. "
@@ -100,16 +118,25 @@ def main() -> int:
         "NQ-Open question. `perturb`, `generate`, `score`: the report's own timings "
         "(medians, s).",
         "",
-        "| wrapper | plain call s | guarded call s | × plain | perturb | generate | score |",
-        "|---|---|---|---|---|---|---|",
+        "| reply s | wrapper | plain call s | guarded call s | × plain | perturb | generate "
+        "| score |",
+        "|---|---|---|---|---|---|---|---|",
         *rows,
     ]
     emit(lines, args.out)
     return 0
 
 
-async def measure(questions: list[str], repeats: int) -> list[str]:
-    with ScriptedUpstream(varied_answer, honour_n=False, delay_s=DELAY_S) as upstream:
+async def measure(questions: list[str], repeats: int, reply_s: float) -> list[str]:
+    """One table row per wrapper and overlap setting, the upstream taking ``reply_s`` a reply."""
+    upstream = ScriptedUpstream(varied_answer, honour_n=False, delay_s=DELAY_S)
+
+    def slow_reply(body: dict, index: int) -> Reply | None:
+        # a reply runs longer than a sample capped at a few dozen tokens
+        return None if is_sample(body) else Reply(body=upstream.default_body(body), hang_s=reply_s)
+
+    upstream.script = slow_reply
+    with upstream:
         client = openai.AsyncOpenAI(base_url=upstream.base_url, api_key="none")
         guarded_client = wrap_openai(openai.AsyncOpenAI(base_url=upstream.base_url, api_key="none"))
         chat = ChatOpenAI(base_url=upstream.base_url, api_key="none", model=MODEL)
@@ -166,7 +193,7 @@ async def measure(questions: list[str], repeats: int) -> list[str]:
             return f"{statistics.median(values) / 1000:.2f}"
 
         rows.append(
-            f"| {label} | {base:.2f} | {guarded_s:.2f} | {guarded_s / base:.1f}× "
+            f"| {reply_s:.1f} | {label} | {base:.2f} | {guarded_s:.2f} | {guarded_s / base:.1f}× "
             f"| {part('perturb')} | {part('generate')} | {part('score')} |"
         )
     return rows
