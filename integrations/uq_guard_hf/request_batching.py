@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from uq_guard._exceptions import ConfigurationError
 from uq_guard.backend import Generation, GenerationRequest, Usage
@@ -21,9 +21,24 @@ from uq_guard_hf.chat_prompt import encode_prompt
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["RequestOutcome", "answer_requests", "sampling_settings"]
+__all__ = ["GroupGenerator", "RequestOutcome", "answer_requests", "sampling_settings"]
 
 logger = logging.getLogger(__name__)
+
+
+class GroupGenerator(Protocol):
+    """Answers one group of prompts that share their settings, as :func:`generate_batch` does."""
+
+    def __call__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        settings: SamplingSettings,
+        prompts: list[list[int]],
+        stop: Sequence[str] | None = None,
+        *,
+        seed: int | None = None,
+    ) -> tuple[list[list[Answer]], list[int]]: ...
 
 
 @dataclass
@@ -96,6 +111,7 @@ def answer_requests(
     model_name: str,
     seed: int | None = None,
     stop: Sequence[str] | None = None,
+    generate: GroupGenerator = generate_batch,
 ) -> list[RequestOutcome]:
     """Answer ``requests`` in one batched ``generate`` per group; never raises for a request.
 
@@ -108,6 +124,9 @@ def answer_requests(
         model_name: names the model in a too-long-prompt error.
         seed: the chat model's seed (see :func:`generate_batch`).
         stop: stop strings for every request.
+        generate: what answers one group: transformers' batched ``generate``
+            (:func:`generate_batch`), or llama.cpp's
+            (:func:`uq_guard_hf.llama_cpp_chat_model.generate_llama_cpp_batch`).
 
     Returns:
         One outcome per request, in order.
@@ -125,7 +144,7 @@ def answer_requests(
 
     for settings, members in groups.items():
         try:
-            answers_per_prompt, completion_tokens = generate_batch(
+            answers_per_prompt, completion_tokens = generate(
                 model,
                 tokenizer,
                 settings,

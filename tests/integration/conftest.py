@@ -21,8 +21,22 @@ def smollm2() -> HuggingFaceChatModel:
 
     Do not change its fields in a test: take ``smollm2.model_copy(update=...)``
     instead, which shares the loaded weights.
+
+    It runs on transformers whatever the machine (``default()`` picks
+    llama.cpp on CPU when installed: that one is :func:`smollm2_llama_cpp`).
     """
-    return HuggingFaceChatModel.default(max_new_tokens=64)
+    return HuggingFaceChatModel.default(engine="transformers", max_new_tokens=64)
+
+
+@pytest.fixture(scope="session")
+def smollm2_llama_cpp() -> HuggingFaceChatModel:
+    """The same SmolLM2, greedy, on llama.cpp; skipped without llama-cpp-python.
+
+    The first run on a machine writes its GGUF dequantised to float16 (about
+    10 s, 270 MB).
+    """
+    pytest.importorskip("llama_cpp")
+    return HuggingFaceChatModel.default(engine="llama_cpp", max_new_tokens=64)
 
 
 @pytest.fixture(scope="session")

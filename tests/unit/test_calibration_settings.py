@@ -299,6 +299,8 @@ def test_explicit_settings_win_over_the_model_s_defaults(shipped: Path, embedder
 def default_without_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     """``default()`` with neither provisioning nor loading: the model is only constructed."""
     monkeypatch.setattr(provision, "default_model_path", lambda: "smollm2-not-loaded")
+    # on transformers: llama.cpp, picked on CPU when installed, would try to load
+    monkeypatch.setenv("UQ_GUARD_LOCAL_ENGINE", "transformers")
 
     def construct(cls, name_or_path, **fields):
         return cls(model_name=str(name_or_path), device="cpu", **fields)
