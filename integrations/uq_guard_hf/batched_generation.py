@@ -156,34 +156,48 @@ def generate_batch(
                 (position for position, token in enumerate(token_ids) if token in stop_ids),
                 len(token_ids),
             )
-            finished = end < len(token_ids)
-            kept_ids = token_ids[:end]
-            text = tokenizer.decode(kept_ids, skip_special_tokens=True).strip()
-            text, stopped = cut_at_stop(text, stop)
-            if stopped:
-                kept_ids = tokens_covering(tokenizer, kept_ids, len(text))
-            answers.append(
-                Answer(
-                    text=text,
-                    token_ids=kept_ids,
-                    token_logprobs=(
-                        chosen_logprobs[row][: len(kept_ids)]
-                        if chosen_logprobs is not None
-                        else None
-                    ),
-                    token_entropies=(
-                        entropies[row][: len(kept_ids)] if entropies is not None else None
-                    ),
-                    finish_reason="stop" if finished or stopped else "length",
-                )
+            answer, used = answer_from_tokens(
+                tokenizer,
+                token_ids,
+                end,
+                stop,
+                chosen_logprobs[row] if chosen_logprobs is not None else None,
+                entropies[row] if entropies is not None else None,
             )
-            # The end-of-sequence token was computed too: it counts as spent.
-            spent += end + (1 if finished else 0)
+            answers.append(answer)
+            spent += used
         if sequences_per_prompt < settings.n:
             answers = [copy.deepcopy(answers[0]) for _ in range(settings.n)]
         answers_per_prompt.append(answers)
         completion_tokens.append(spent)
     return answers_per_prompt, completion_tokens
+
+
+def answer_from_tokens(
+    tokenizer: PreTrainedTokenizerBase,
+    token_ids: list[int],
+    end: int,
+    stop: Sequence[str] | None,
+    logprobs: list[float] | None,
+    entropies: list[float] | None,
+) -> tuple[Answer, int]:
+    """One decoded answer: ``token_ids`` up to ``end`` (its first stop token, or all of
+    them), cut at the first ``stop`` string; and the tokens it spent (a stop token
+    was computed too, so it counts)."""
+    finished = end < len(token_ids)
+    kept_ids = token_ids[:end]
+    text = tokenizer.decode(kept_ids, skip_special_tokens=True).strip()
+    text, stopped = cut_at_stop(text, stop)
+    if stopped:
+        kept_ids = tokens_covering(tokenizer, kept_ids, len(text))
+    answer = Answer(
+        text=text,
+        token_ids=kept_ids,
+        token_logprobs=logprobs[: len(kept_ids)] if logprobs is not None else None,
+        token_entropies=entropies[: len(kept_ids)] if entropies is not None else None,
+        finish_reason="stop" if finished or stopped else "length",
+    )
+    return answer, end + (1 if finished else 0)
 
 
 def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:

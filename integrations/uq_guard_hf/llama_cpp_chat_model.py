@@ -34,7 +34,7 @@ from pydantic import PrivateAttr, field_validator
 
 from uq_guard._exceptions import ConfigurationError, MissingDependencyError
 from uq_guard.backend import GenerationRequest
-from uq_guard_hf.batched_generation import Answer, SamplingSettings, cut_at_stop, tokens_covering
+from uq_guard_hf.batched_generation import Answer, SamplingSettings, answer_from_tokens, cut_at_stop
 from uq_guard_hf.chat_model import HuggingFaceChatModel
 from uq_guard_hf.local_engine import (
     ENGINE_ENV,
@@ -302,30 +302,11 @@ def generate_llama_cpp_batch(
                 ),
                 len(token_ids),
             )
-            finished = end < len(token_ids)
-            kept_ids = token_ids[:end]
-            text = tokenizer.decode(kept_ids, skip_special_tokens=True).strip()
-            text, stopped = cut_at_stop(text, stop)
-            if stopped:
-                kept_ids = tokens_covering(tokenizer, kept_ids, len(text))
-            answers.append(
-                Answer(
-                    text=text,
-                    token_ids=kept_ids,
-                    token_logprobs=(
-                        sequence.token_logprobs[: len(kept_ids)]
-                        if sequence.token_logprobs is not None
-                        else None
-                    ),
-                    token_entropies=(
-                        sequence.token_entropies[: len(kept_ids)]
-                        if sequence.token_entropies is not None
-                        else None
-                    ),
-                    finish_reason="stop" if finished or stopped else "length",
-                )
+            answer, used = answer_from_tokens(
+                tokenizer, token_ids, end, stop, sequence.token_logprobs, sequence.token_entropies
             )
-            spent += end + (1 if finished else 0)
+            answers.append(answer)
+            spent += used
         if sequences_per_prompt < settings.n:
             answers = [copy.deepcopy(answers[0]) for _ in range(settings.n)]
         answers_per_prompt.append(answers)
