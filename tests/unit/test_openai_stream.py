@@ -296,13 +296,14 @@ def test_the_guard_is_built_once_per_wrapper_and_config(monkeypatch) -> None:
     assert len(built) == 1 and len(calibrations) == 1
 
     # a per-call setting gets a Guard of its own, once, and does not leak into other calls
-    lenient = {"extra_body": {"uq_guard": {"threshold": 0.01}}}
+    # (threshold 0: never acts, whichever erratic answer lands on which request)
+    lenient = {"extra_body": {"uq_guard": {"threshold": 0.0}}}
     for _ in range(2):
         resp = client.chat.completions.create(model="m", messages=MESSAGES, **lenient)
         assert resp.uncertainty.decision == "answer"
     resp = client.chat.completions.create(model="m", messages=MESSAGES)
     assert resp.uncertainty.decision == "abstain"
-    assert [c.threshold for c in built] == [0.9, 0.01]
+    assert [c.threshold for c in built] == [0.9, 0.0]
     assert len(server.bodies) == 7 * 4
 
 
@@ -346,7 +347,8 @@ def test_the_wrappers_cap_is_the_engines_limit_of_every_guard_it_builds(monkeypa
     monkeypatch.setattr(completion_module, "Guard", RecordedGuard)
     client = FakeServer().client(max_concurrency=2, policy="fallback", fallback="m-2")
     client.chat.completions.create(model="m", messages=MESSAGES)
-    lenient = {"extra_body": {"uq_guard": {"threshold": 0.01}}}
+    # (threshold 0: never acts, whichever erratic answer lands on which request)
+    lenient = {"extra_body": {"uq_guard": {"threshold": 0.0}}}
     client.chat.completions.create(model="m", messages=MESSAGES, **lenient)
     assert len(built) == 2
     # one object caps the HTTP calls (model and fallback alike) and the engine's model requests
