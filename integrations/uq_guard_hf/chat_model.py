@@ -40,9 +40,19 @@ from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr, field_validat
 
 from uq_guard._exceptions import ConfigurationError
 from uq_guard.backend import Generation, GenerationRequest
-from uq_guard_hf.batched_generation import SamplingSettings
-from uq_guard_hf.loading import SUPPORTED_DTYPES, ModelRuntime, resolve_device_and_dtype
-from uq_guard_hf.request_batching import RequestOutcome, answer_requests, sampling_settings
+from uq_guard_hf.batched_generation import SamplingSettings, generate_batch
+from uq_guard_hf.loading import (
+    SUPPORTED_DTYPES,
+    ModelRuntime,
+    load_chat_model,
+    resolve_device_and_dtype,
+)
+from uq_guard_hf.request_batching import (
+    GroupGenerator,
+    RequestOutcome,
+    answer_requests,
+    sampling_settings,
+)
 from uq_guard_hf.shipped_calibration import DEFAULT_CALIBRATION, shipped_guard_defaults
 
 if TYPE_CHECKING:
@@ -238,7 +248,12 @@ class HuggingFaceChatModel(BaseChatModel):
 
     def _load_locked(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         """Load the weights unless loaded; the caller holds the runtime lock."""
-        return self._runtime.load_locked(self.model_name, self.gguf_file, self.device, self.dtype)
+        return self._runtime.load_locked(
+            (self.model_name, self.gguf_file, self.device, self.dtype),
+            lambda: load_chat_model(
+                self.model_name, gguf_file=self.gguf_file, device=self.device, dtype=self.dtype
+            ),
+        )
 
     # -- the uq_guard Backend -------------------------------------------------
 
@@ -302,17 +317,26 @@ class HuggingFaceChatModel(BaseChatModel):
             try:
                 model, tokenizer = self._load_locked()
             except Exception as exc:
-                logger.warning("could not load %s: %s", self.model_name, exc)
+                logger.warning("could not load %s: %s", self._weights_name, exc)
                 return [RequestOutcome(error=exc) for _ in requests]
             return answer_requests(
                 model,
                 tokenizer,
                 requests,
                 settings_for=self._settings_for,
-                model_name=self.model_name,
+                model_name=self._weights_name,
                 seed=self.seed,
                 stop=stop,
+                generate=self._generate_group,
             )
+
+    #: what answers one group of requests on the loaded model (one batched ``generate``)
+    _generate_group: ClassVar[GroupGenerator] = staticmethod(generate_batch)
+
+    @property
+    def _weights_name(self) -> str:
+        """Where the weights come from, as errors and logs name it."""
+        return self.model_name
 
     def _settings_for(self, request: GenerationRequest) -> SamplingSettings:
         """The batch group of ``request``, this model's fields filling what it leaves unset."""

@@ -24,16 +24,14 @@ from __future__ import annotations
 
 import copy
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from pydantic import PrivateAttr, field_validator
+from pydantic import field_validator
 
 from uq_guard._exceptions import ConfigurationError, MissingDependencyError
-from uq_guard.backend import GenerationRequest
 from uq_guard_hf.batched_generation import Answer, SamplingSettings, answer_from_tokens, cut_at_stop
 from uq_guard_hf.chat_model import HuggingFaceChatModel
 from uq_guard_hf.local_engine import (
@@ -43,7 +41,6 @@ from uq_guard_hf.local_engine import (
     llama_cpp_available,
     pick_local_engine,
 )
-from uq_guard_hf.request_batching import RequestOutcome, answer_requests
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -62,189 +59,36 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class _LlamaCppRuntime:
-    """The llama.cpp decoder, the transformers tokenizer, and the lock over both.
+def load_llama_cpp(
+    tokenizer_source: str, gguf_path: str, n_threads: int | None
+) -> tuple[LlamaCppDecoder, PreTrainedTokenizerBase]:
+    """The llama.cpp decoder of ``gguf_path``, the tokenizer of ``tokenizer_source``.
 
-    Shared, never copied, by ``model_copy`` and ``deepcopy`` (see
-    :class:`uq_guard_hf.loading.ModelRuntime`).
+    Raises:
+        MissingDependencyError: llama-cpp-python or transformers is not installed.
+        ConfigurationError: the tokenizer has no chat template.
     """
+    try:
+        from transformers import AutoTokenizer
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.decoder: LlamaCppDecoder | None = None
-        self.tokenizer: PreTrainedTokenizerBase | None = None
-        self.loaded_from: tuple[str, str, int | None] | None = None
-
-    def __copy__(self) -> _LlamaCppRuntime:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _LlamaCppRuntime:
-        return self
-
-    def load_locked(
-        self, tokenizer_source: str, gguf_path: str, n_threads: int | None
-    ) -> tuple[LlamaCppDecoder, PreTrainedTokenizerBase]:
-        wanted = (tokenizer_source, gguf_path, n_threads)
-        if self.decoder is not None and self.tokenizer is not None:
-            if self.loaded_from == wanted:
-                return self.decoder, self.tokenizer
-            raise ConfigurationError(
-                f"this model was loaded from {self.loaded_from}, but its fields now say "
-                f"{wanted}; model_copy shares the loaded model, so build a new one to change "
-                "model_name, gguf_path or n_threads"
-            )
-        try:
-            from transformers import AutoTokenizer
-
-            from uq_guard_hf.llama_cpp_decoding import LlamaCppDecoder
-        except ImportError as exc:
-            raise MissingDependencyError("the llama.cpp engine", "llama") from exc
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        if tokenizer.chat_template is None:
-            raise ConfigurationError(f"{tokenizer_source} has no chat template")
-        decoder = LlamaCppDecoder(gguf_path, n_threads=n_threads)
-        # chat_prompt.encode_prompt reads the context length from here.
-        decoder.config = SimpleNamespace(max_position_embeddings=decoder.n_ctx)  # type: ignore[attr-defined]
-        logger.info(
-            "loaded %s on llama.cpp (%d threads, %d-token context)",
-            Path(gguf_path).name,
-            decoder.n_threads,
-            decoder.n_ctx,
-        )
-        self.decoder, self.tokenizer, self.loaded_from = decoder, tokenizer, wanted
-        return decoder, tokenizer
-
-
-class LlamaCppChatModel(HuggingFaceChatModel):
-    """A :class:`HuggingFaceChatModel` whose forward passes run on llama.cpp, on the CPU.
-
-    Everything else is the parent's: the fields, LangChain calls, the uq_guard
-    Backend (one round of requests grouped by sampling settings, each group
-    decoded together), ``guard_defaults``. Build it with :meth:`default`
-    (what ``HuggingFaceChatModel.default()`` returns on CPU when
-    ``llama-cpp-python`` is installed) or :meth:`from_gguf`.
-
-    Attributes:
-        model_name: the folder the tokenizer and chat template load from.
-        gguf_path: the ``.gguf`` weights llama.cpp runs (dequantised, to
-            match transformers' numbers).
-        dtype: the weights' type in ``gguf_path`` (``default()`` picks the
-            file by it: float16 unless asked for float32).
-        n_threads: CPU threads; ``None``: the CPUs this process may use.
-    """
-
-    gguf_path: str
-    n_threads: int | None = None
-
-    _runtime: _LlamaCppRuntime = PrivateAttr(default_factory=_LlamaCppRuntime)  # type: ignore[assignment]
-
-    @field_validator("device")
-    @classmethod
-    def _check_cpu(cls, value: str) -> str:
-        if value != "cpu":
-            raise ValueError(f"the llama.cpp engine runs on the CPU, got device={value!r}")
-        return value
-
-    @classmethod
-    def from_gguf(
-        cls,
-        gguf_path: str | Path,
-        *,
-        tokenizer: str | Path,
-        n_threads: int | None = None,
-        max_new_tokens: int = 256,
-        **fields: Any,
-    ) -> LlamaCppChatModel:
-        """Load ``gguf_path`` on llama.cpp, with the tokenizer and chat template of ``tokenizer``.
-
-        Args:
-            gguf_path: the weights.
-            tokenizer: a folder (or hub name) with the model's transformers
-                tokenizer and chat template.
-            n_threads: CPU threads; ``None``: the CPUs this process may use.
-            max_new_tokens: cap on generated tokens (the ``max_tokens`` field).
-            **fields: other fields, e.g. ``temperature``, ``seed``, ``guard_defaults``.
-
-        Raises:
-            MissingDependencyError: llama-cpp-python or transformers is not installed.
-            OSError: the weights or tokenizer could not be loaded.
-        """
-        fields.setdefault("device", "cpu")
-        chat_model = cls(
-            model_name=str(tokenizer),
-            gguf_path=str(gguf_path),
-            n_threads=n_threads,
-            max_tokens=max_new_tokens,
-            **fields,
-        )
-        with chat_model._runtime.lock:
-            chat_model._load_llama_locked()
-        return chat_model
-
-    @classmethod
-    def default(cls, **kwargs: Any) -> LlamaCppChatModel:
-        """SmolLM2-135M-Instruct on llama.cpp, provisioned on first use, with its calibration.
-
-        Args:
-            **kwargs: passed to :meth:`from_gguf` (``n_threads``,
-                ``max_new_tokens``, ``temperature``, ``guard_defaults``...);
-                ``dtype`` picks the weights: float16 (unset) or float32.
-                ``engine`` is accepted and ignored.
-        """
-        from uq_guard_hf.provision import default_model_path, smollm2_dequantised_gguf_path
-        from uq_guard_hf.shipped_calibration import shipped_guard_defaults
-
-        kwargs.pop("engine", None)
-        dtype = kwargs.pop("dtype", None) or "float16"
-        kwargs.setdefault("guard_defaults", shipped_guard_defaults())
-        return cls.from_gguf(
-            smollm2_dequantised_gguf_path(str(dtype).removeprefix("torch.")),
-            tokenizer=default_model_path(),
-            dtype=dtype,
-            **kwargs,
-        )
-
-    def _load_llama_locked(self) -> tuple[LlamaCppDecoder, PreTrainedTokenizerBase]:
-        return self._runtime.load_locked(self.model_name, self.gguf_path, self.n_threads)
-
-    def _load_locked(self) -> Any:
-        """The llama.cpp decoder and the tokenizer (the parent's torch model has no place here)."""
-        return self._load_llama_locked()
-
-    def _run_requests_blocking(
-        self, requests: Sequence[GenerationRequest], stop: Sequence[str] | None = None
-    ) -> list[RequestOutcome]:
-        """Answer requests, one llama.cpp decoding per group; never raises for a request."""
-        with self._runtime.lock:
-            try:
-                decoder, tokenizer = self._load_llama_locked()
-            except Exception as exc:
-                logger.warning("could not load %s: %s", self.gguf_path, exc)
-                return [RequestOutcome(error=exc) for _ in requests]
-            return answer_requests(
-                decoder,  # type: ignore[arg-type]
-                tokenizer,
-                requests,
-                settings_for=self._settings_for,
-                model_name=self.gguf_path,
-                seed=self.seed,
-                stop=stop,
-                generate=generate_llama_cpp_batch,
-            )
-
-    @property
-    def _llm_type(self) -> str:
-        return "llama-cpp-local"
-
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return {
-            **super()._identifying_params,
-            "gguf_path": self.gguf_path,
-            "n_threads": self.n_threads,
-        }
+        from uq_guard_hf.llama_cpp_decoding import LlamaCppDecoder
+    except ImportError as exc:
+        raise MissingDependencyError("the llama.cpp engine", "llama") from exc
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise ConfigurationError(f"{tokenizer_source} has no chat template")
+    decoder = LlamaCppDecoder(gguf_path, n_threads=n_threads)
+    # chat_prompt.encode_prompt reads the context length from here.
+    decoder.config = SimpleNamespace(max_position_embeddings=decoder.n_ctx)  # type: ignore[attr-defined]
+    logger.info(
+        "loaded %s on llama.cpp (%d threads, %d-token context)",
+        Path(gguf_path).name,
+        decoder.n_threads,
+        decoder.n_ctx,
+    )
+    return decoder, tokenizer
 
 
 def generate_llama_cpp_batch(
@@ -312,6 +156,120 @@ def generate_llama_cpp_batch(
         answers_per_prompt.append(answers)
         completion_tokens.append(spent)
     return answers_per_prompt, completion_tokens
+
+
+class LlamaCppChatModel(HuggingFaceChatModel):
+    """A :class:`HuggingFaceChatModel` whose forward passes run on llama.cpp, on the CPU.
+
+    Everything else is the parent's: the fields, LangChain calls, the uq_guard
+    Backend (one round of requests grouped by sampling settings, each group
+    decoded together), ``guard_defaults``. Build it with :meth:`default`
+    (what ``HuggingFaceChatModel.default()`` returns on CPU when
+    ``llama-cpp-python`` is installed) or :meth:`from_gguf`.
+
+    Attributes:
+        model_name: the folder the tokenizer and chat template load from.
+        gguf_path: the ``.gguf`` weights llama.cpp runs (dequantised, to
+            match transformers' numbers).
+        dtype: the weights' type in ``gguf_path`` (``default()`` picks the
+            file by it: float16 unless asked for float32).
+        n_threads: CPU threads; ``None``: the CPUs this process may use.
+    """
+
+    gguf_path: str
+    n_threads: int | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _check_cpu(cls, value: str) -> str:
+        if value != "cpu":
+            raise ValueError(f"the llama.cpp engine runs on the CPU, got device={value!r}")
+        return value
+
+    @classmethod
+    def from_gguf(
+        cls,
+        gguf_path: str | Path,
+        *,
+        tokenizer: str | Path,
+        n_threads: int | None = None,
+        max_new_tokens: int = 256,
+        **fields: Any,
+    ) -> LlamaCppChatModel:
+        """Load ``gguf_path`` on llama.cpp, with the tokenizer and chat template of ``tokenizer``.
+
+        Args:
+            gguf_path: the weights.
+            tokenizer: a folder (or hub name) with the model's transformers
+                tokenizer and chat template.
+            n_threads: CPU threads; ``None``: the CPUs this process may use.
+            max_new_tokens: cap on generated tokens (the ``max_tokens`` field).
+            **fields: other fields, e.g. ``temperature``, ``seed``, ``guard_defaults``.
+
+        Raises:
+            MissingDependencyError: llama-cpp-python or transformers is not installed.
+            OSError: the weights or tokenizer could not be loaded.
+        """
+        fields.setdefault("device", "cpu")
+        chat_model = cls(
+            model_name=str(tokenizer),
+            gguf_path=str(gguf_path),
+            n_threads=n_threads,
+            max_tokens=max_new_tokens,
+            **fields,
+        )
+        with chat_model._runtime.lock:
+            chat_model._load_locked()
+        return chat_model
+
+    @classmethod
+    def default(cls, **kwargs: Any) -> LlamaCppChatModel:
+        """SmolLM2-135M-Instruct on llama.cpp, provisioned on first use, with its calibration.
+
+        Args:
+            **kwargs: passed to :meth:`from_gguf` (``n_threads``,
+                ``max_new_tokens``, ``temperature``, ``guard_defaults``...);
+                ``dtype`` picks the weights: float16 (unset) or float32.
+                ``engine`` is accepted and ignored.
+        """
+        from uq_guard_hf.provision import default_model_path, smollm2_dequantised_gguf_path
+        from uq_guard_hf.shipped_calibration import shipped_guard_defaults
+
+        kwargs.pop("engine", None)
+        dtype = kwargs.pop("dtype", None) or "float16"
+        kwargs.setdefault("guard_defaults", shipped_guard_defaults())
+        return cls.from_gguf(
+            smollm2_dequantised_gguf_path(str(dtype).removeprefix("torch.")),
+            tokenizer=default_model_path(),
+            dtype=dtype,
+            **kwargs,
+        )
+
+    def _load_locked(self) -> tuple[Any, PreTrainedTokenizerBase]:
+        """The llama.cpp decoder and the tokenizer, loaded unless they are; the caller
+        holds the runtime lock."""
+        return self._runtime.load_locked(
+            (self.model_name, self.gguf_path, self.n_threads),
+            lambda: load_llama_cpp(self.model_name, self.gguf_path, self.n_threads),
+        )
+
+    _generate_group = staticmethod(generate_llama_cpp_batch)
+
+    @property
+    def _weights_name(self) -> str:
+        return self.gguf_path
+
+    @property
+    def _llm_type(self) -> str:
+        return "llama-cpp-local"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            **super()._identifying_params,
+            "gguf_path": self.gguf_path,
+            "n_threads": self.n_threads,
+        }
 
 
 ENGINE_MODELS["llama_cpp"] = LlamaCppChatModel

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from uq_guard._exceptions import ConfigurationError, MissingDependencyError
@@ -93,7 +94,8 @@ def load_chat_model(
 
 
 class ModelRuntime:
-    """The loaded torch model and tokenizer, and the lock that serialises their use.
+    """The loaded model (torch weights, or a llama.cpp decoder), its tokenizer, and the lock
+    that serialises their use.
 
     Shared, never copied, by ``model_copy`` and ``deepcopy`` of the chat model:
     the weights are a resource, not data.
@@ -101,9 +103,9 @@ class ModelRuntime:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.model: PreTrainedModel | None = None
+        self.model: Any = None
         self.tokenizer: PreTrainedTokenizerBase | None = None
-        self.loaded_from: tuple[str, str | None, str, str] | None = None
+        self.loaded_from: tuple[Any, ...] | None = None
 
     def __copy__(self) -> ModelRuntime:
         return self
@@ -112,25 +114,23 @@ class ModelRuntime:
         return self
 
     def load_locked(
-        self, model_name: str, gguf_file: str | None, device: str, dtype: str
-    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-        """The model and tokenizer, loaded unless they are; the caller holds :attr:`lock`.
+        self, wanted: tuple[Any, ...], load: Callable[[], tuple[Any, PreTrainedTokenizerBase]]
+    ) -> tuple[Any, PreTrainedTokenizerBase]:
+        """The model and tokenizer, loaded by ``load`` unless they are; the caller holds
+        :attr:`lock`. ``wanted``: the fields the weights come from.
 
         Raises:
             ConfigurationError: the runtime already holds other weights (a
-                ``model_copy`` with another name, file, device or dtype).
+                ``model_copy`` with other fields).
         """
-        wanted = (model_name, gguf_file, device, dtype)
         if self.model is not None and self.tokenizer is not None:
             if self.loaded_from == wanted:
                 return self.model, self.tokenizer
             raise ConfigurationError(
                 f"this model was loaded from {self.loaded_from}, but its fields now say "
                 f"{wanted}; model_copy shares the loaded weights, so build a new model "
-                "with from_pretrained to change model_name, gguf_file, device or dtype"
+                "to change the fields they come from"
             )
-        model, tokenizer = load_chat_model(
-            model_name, gguf_file=gguf_file, device=device, dtype=dtype
-        )
+        model, tokenizer = load()
         self.model, self.tokenizer, self.loaded_from = model, tokenizer, wanted
         return model, tokenizer
