@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tenacity import (
     AsyncRetrying,
@@ -82,6 +82,22 @@ def retry_after_seconds(exc: BaseException | None) -> float | None:
         return None
 
 
+def backoff_honouring_retry_after(
+    first_wait_s: float,
+    max_wait_s: float,
+    server_says: Callable[[RetryCallState], float | None],
+) -> Callable[[RetryCallState], float]:
+    """A tenacity ``wait``: exponential backoff, or longer when the server's
+    ``Retry-After`` (what ``server_says`` reads off the failed attempt) asks so,
+    never over ``max_wait_s``."""
+    backoff = wait_exponential(multiplier=first_wait_s, max=max_wait_s)
+
+    def wait(state: RetryCallState) -> float:
+        return min(max_wait_s, max(backoff(state), server_says(state) or 0.0))
+
+    return wait
+
+
 async def generate_with_retries(
     backend: Backend,
     requests: Sequence[GenerationRequest],
@@ -108,16 +124,14 @@ async def generate_with_retries(
     spent = [Generation().usage for _ in requests]
     pending = list(range(len(requests)))
     resends = 0
-    backoff = wait_exponential(multiplier=first_wait_s, max=max_wait_s)
 
-    def wait(state: RetryCallState) -> float:
+    def server_says(_: RetryCallState) -> float:
         hinted = [retry_after_seconds(results[i].error) for i in pending]
-        server_says = max((h for h in hinted if h is not None), default=0.0)
-        return min(max_wait_s, max(backoff(state), server_says))
+        return max((h for h in hinted if h is not None), default=0.0)
 
     retrying = AsyncRetrying(
         stop=stop_after_attempt(max_retries + 1),
-        wait=wait,
+        wait=backoff_honouring_retry_after(first_wait_s, max_wait_s, server_says),
         retry=retry_if_result(bool),
         # Out of attempts: stop quietly; the failures stay in ``results``.
         retry_error_callback=lambda state: None,

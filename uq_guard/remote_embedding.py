@@ -59,11 +59,10 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential,
 )
 
 from uq_guard._exceptions import ConfigurationError, EmbeddingError
-from uq_guard._retry import is_retryable, retry_after_seconds
+from uq_guard._retry import backoff_honouring_retry_after, is_retryable, retry_after_seconds
 
 if TYPE_CHECKING:
     import httpx
@@ -247,15 +246,12 @@ class RemoteEncoder:
         """One request (retried while transient); the raw vectors, checked."""
         import httpx
 
-        backoff = wait_exponential(multiplier=self.first_wait_s, max=self.max_wait_s)
-
-        def wait(state: RetryCallState) -> float:
-            hinted = retry_after_seconds(state.outcome.exception() if state.outcome else None)
-            return min(self.max_wait_s, max(backoff(state), hinted or 0.0))
+        def server_says(state: RetryCallState) -> float | None:
+            return retry_after_seconds(state.outcome.exception() if state.outcome else None)
 
         retrying = Retrying(
             stop=stop_after_attempt(self.max_retries + 1),
-            wait=wait,
+            wait=backoff_honouring_retry_after(self.first_wait_s, self.max_wait_s, server_says),
             retry=retry_if_exception(is_retryable),
             before_sleep=self._log_retry,
             reraise=True,
