@@ -313,11 +313,13 @@ def _log_serving(args: argparse.Namespace, settings: ServerSettings) -> None:
     )
 
 
-def _option_names() -> list[str]:
-    """The destinations of the ``serve`` options (and the global ``verbose``)."""
+def _default_options() -> argparse.Namespace:
+    """Every ``serve`` option (and the global ``verbose``) at its default."""
     parser = argparse.ArgumentParser(add_help=False)
     add_arguments(parser)
-    return [*vars(parser.parse_args([])), "verbose"]
+    args = parser.parse_args([])
+    args.verbose = False
+    return args
 
 
 def options_to_json(args: argparse.Namespace) -> str:
@@ -327,7 +329,7 @@ def options_to_json(args: argparse.Namespace) -> str:
     name (``--upstream-key-env``, ``--api-key-env``), which each worker reads itself.
     """
     given = vars(args)
-    return json.dumps({name: given[name] for name in _option_names() if name in given})
+    return json.dumps({name: given[name] for name in vars(_default_options()) if name in given})
 
 
 def options_from_json(text: str) -> argparse.Namespace:
@@ -342,11 +344,8 @@ def options_from_json(text: str) -> argparse.Namespace:
         raise ConfigurationError(f"{OPTIONS_ENV} is not JSON: {exc}") from None
     if not isinstance(given, dict):
         raise ConfigurationError(f"{OPTIONS_ENV} must hold a JSON object")
-    parser = argparse.ArgumentParser(add_help=False)
-    add_arguments(parser)
-    args = parser.parse_args([])
-    args.verbose = False
-    for name in _option_names():
+    args = _default_options()
+    for name in vars(args):
         if name in given:
             setattr(args, name, given[name])
     return args
