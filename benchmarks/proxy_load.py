@@ -5,7 +5,8 @@ The real command (``python -m uq_guard.cli serve``, a process of its own, so
 embedder, 10 prompts × 5 samples), in front of an OpenAI-compatible upstream
 (``tests/support/upstream.py``) in another process that takes 300 ms a
 request and ignores ``n`` like llama.cpp's server, so a guarded request is
-51 upstream calls. Each upstream answer is drawn at random from the gold
+51 upstream calls (``--honour-n``: it returns ``n`` choices a call, as vLLM
+and OpenAI do, and a guarded request is 11 calls). Each upstream answer is drawn at random from the gold
 answers of NQ-Open dev, so answers differ from call to call and caches do
 not make the work trivial; the clients ask NQ-Open dev questions in turn.
 
@@ -51,20 +52,36 @@ from tests.support.upstream import MODEL, ScriptedUpstream
 DELAY_S = 0.3
 
 
-def cpu_seconds(process: psutil.Process) -> float:
-    """User and system CPU time of ``process`` and its children (the workers) so far."""
-    total = 0.0
+def cpu_seconds(process: psutil.Process) -> dict[int, float]:
+    """User and system CPU time so far of ``process`` and of each child (the workers), by pid."""
+    seconds = {}
     for each in (process, *process.children(recursive=True)):
         with contextlib.suppress(psutil.Error):
             times = each.cpu_times()
-            total += times.user + times.system
-    return total
+            seconds[each.pid] = times.user + times.system
+    return seconds
 
 
-def _serve_upstream(conn: Connection, answers: list[str], delay_s: float) -> None:
+def worker_split(before: dict[int, float], after: dict[int, float], main: int) -> str:
+    """Each worker's share of the workers' CPU time between two readings ("61/39")."""
+    used = sorted(
+        (after[pid] - before.get(pid, 0.0) for pid in after if pid != main and after[pid] > 0.5),
+        reverse=True,
+    )  # multiprocessing's resource tracker, also a child, uses next to nothing
+    total = sum(used)
+    if len(used) < 2 or total <= 0:
+        return "-"
+    return "/".join(f"{100 * each / total:.0f}" for each in used)
+
+
+def _serve_upstream(
+    conn: Connection, answers: list[str], delay_s: float, honour_n: bool
+) -> None:
     """The upstream's process: serve until told to stop; report its calls on ``"stats"``."""
     pick = random.Random(0)
-    with ScriptedUpstream(lambda body: pick.choice(answers), honour_n=False, delay_s=delay_s) as up:
+    with ScriptedUpstream(
+        lambda body: pick.choice(answers), honour_n=honour_n, delay_s=delay_s
+    ) as up:
         conn.send(up.base_url)
         while (message := conn.recv()) != "stop":
             if message == "stats":
@@ -75,11 +92,11 @@ def _serve_upstream(conn: Connection, answers: list[str], delay_s: float) -> Non
 class UpstreamProcess:
     """A :class:`ScriptedUpstream` in a process of its own, not sharing the proxy's."""
 
-    def __init__(self, answers: list[str], delay_s: float) -> None:
+    def __init__(self, answers: list[str], delay_s: float, *, honour_n: bool = False) -> None:
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         self._process = context.Process(
-            target=_serve_upstream, args=(child, answers, delay_s), daemon=True
+            target=_serve_upstream, args=(child, answers, delay_s, honour_n), daemon=True
         )
 
     def __enter__(self) -> UpstreamProcess:
@@ -134,7 +151,9 @@ def run_one(
             result: LoadResult = asyncio.run(
                 closed_loop_load(url, args.clients, args.seconds, body)
             )
-            cpu = cpu_seconds(serve) - cpu_before
+            cpu_after = cpu_seconds(serve)
+            cpu = sum(cpu_after.values()) - sum(cpu_before.values())
+            split = worker_split(cpu_before, cpu_after, serve.pid)
             calls, most_in_flight = upstream.stats()
         finally:
             stop_serve(process)
@@ -150,6 +169,7 @@ def run_one(
         str(most_in_flight),
         f"{cpu / served:.2f}" if served else "-",
         f"{cpu / result.wall_s:.2f}",
+        split,
     )
 
 
@@ -172,6 +192,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds (default 5)")
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument("--data", type=Path, default=NQ_OPEN_DEV)
+    parser.add_argument(
+        "--honour-n",
+        action="store_true",
+        help="the upstream returns n choices a call, as vLLM and OpenAI do "
+        "(default: it ignores n, as llama.cpp's server does)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -181,7 +207,7 @@ def main() -> None:
     body = rotating_bodies(questions)
     load = psutil.getloadavg()[0]
     rows = []
-    with UpstreamProcess(answers, DELAY_S) as upstream:
+    with UpstreamProcess(answers, DELAY_S, honour_n=args.honour_n) as upstream:
         for concurrency in args.max_request_concurrency:
             for workers in args.workers:
                 rows.append(
@@ -202,13 +228,16 @@ def main() -> None:
         f"{args.clients} closed-loop clients for {args.seconds:.0f} s against `uq-guard serve` "
         "(a process of its own) at the default guard settings (GAAP, the default embedder, "
         f"10 prompts × 5 samples), in front of an upstream in another process that takes "
-        f"{DELAY_S * 1000:.0f} ms a request and ignores `n` (answers drawn at random from "
+        f"{DELAY_S * 1000:.0f} ms a request and "
+        + ("returns `n` choices a call" if args.honour_n else "ignores `n`")
+        + " (answers drawn at random from "
         f"{len(answers)} NQ-Open gold answers; {len(questions)} NQ-Open dev questions asked "
         f"in turn). Admission per worker: `--max-active-requests {args.max_active_requests} "
         f"--max-queue {args.max_queue}`. `calls/req`: upstream calls per served request; "
         "`most in flight`: the upstream's peak of concurrent calls. `proxy CPU s/req`: "
         "CPU time of `uq-guard serve` and its workers per served request; `proxy cores "
-        f"busy`: that CPU time over the wall time. {os.cpu_count()} CPU cores, shared by "
+        "busy`: that CPU time over the wall time; `workers' CPU %`: each worker's share "
+        f"of it, busiest first. {os.cpu_count()} CPU cores, shared by "
         f"the clients, the proxy and the upstream (load average {load:.1f} before the run).",
         "",
         *table_lines(
@@ -224,6 +253,7 @@ def main() -> None:
                 "most in flight",
                 "proxy CPU s/req",
                 "proxy cores busy",
+                "workers' CPU %",
             ),
             rows,
         ),

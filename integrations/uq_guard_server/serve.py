@@ -5,6 +5,8 @@ stateless replica: it builds its own upstream, Guard and app from the same
 options, handed over in the :data:`OPTIONS_ENV` environment variable as JSON
 (:func:`options_to_json`; the options as typed, which name the environment
 variables holding the keys, never a key). Caps and limits hold per worker.
+On Linux each worker listens on a socket of its own, so that the kernel
+spreads connections evenly (:mod:`uq_guard_server.workers`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from uq_guard_server.app import ServerSettings, create_app, default_active_reque
 from uq_guard_server.policy import DEFAULT_ALLOWED_SETTINGS, ServerPolicy
 from uq_guard_server.redact import RedactingFilter, redact_url
 from uq_guard_server.upstream import LocalUpstream, OpenAIUpstream, Upstream
+from uq_guard_server.workers import balances_connections, reserve_address, run_supervised
 
 logger = logging.getLogger(__name__)
 
@@ -278,7 +281,25 @@ def _run_workers(args: argparse.Namespace, workers: int) -> int:
         )
     os.environ[OPTIONS_ENV] = options_to_json(args)  # the spawned workers inherit it
     logger.info("starting %d workers", workers)
-    try:
+    if balances_connections():
+        try:
+            reservation = reserve_address(args.host, args.port)
+        except OSError as exc:
+            where = f"{args.host}:{args.port}"
+            print(f"uq-guard serve: cannot listen on {where}: {exc}", file=sys.stderr)
+            return 1
+        with reservation:
+            port = reservation.getsockname()[1]
+            config = uvicorn.Config(
+                APP_FACTORY,
+                factory=True,
+                workers=workers,
+                host=args.host,
+                port=port,
+                log_level="warning",
+            )
+            return 0 if run_supervised(config, args.host, port) else 1
+    try:  # one socket shared by the workers (see uq_guard_server.workers)
         uvicorn.run(
             APP_FACTORY,
             factory=True,
