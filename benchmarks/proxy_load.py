@@ -6,9 +6,10 @@ embedder, 10 prompts × 5 samples), in front of an OpenAI-compatible upstream
 (``tests/support/upstream.py``) in another process that takes 300 ms a
 request and ignores ``n`` like llama.cpp's server, so a guarded request is
 51 upstream calls (``--honour-n``: it returns ``n`` choices a call, as vLLM
-and OpenAI do, and a guarded request is 11 calls). Each upstream answer is drawn at random from the gold
-answers of NQ-Open dev, so answers differ from call to call and caches do
-not make the work trivial; the clients ask NQ-Open dev questions in turn.
+and OpenAI do, and a guarded request is 11 calls). Each upstream answer is
+drawn at random from the gold answers of NQ-Open dev, so answers differ
+from call to call and caches do not make the work trivial; the clients ask
+NQ-Open dev questions in turn.
 
 Each client sends its next request when its last is answered (closed loop,
 :func:`_common.closed_loop_load`); an error is any answer but a 200 with an
@@ -74,9 +75,7 @@ def worker_split(before: dict[int, float], after: dict[int, float], main: int) -
     return "/".join(f"{100 * each / total:.0f}" for each in used)
 
 
-def _serve_upstream(
-    conn: Connection, answers: list[str], delay_s: float, honour_n: bool
-) -> None:
+def _serve_upstream(conn: Connection, answers: list[str], delay_s: float, honour_n: bool) -> None:
     """The upstream's process: serve until told to stop; report its calls on ``"stats"``."""
     pick = random.Random(0)
     with ScriptedUpstream(

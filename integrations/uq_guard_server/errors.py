@@ -129,7 +129,7 @@ def as_api_error(
         )
     if isinstance(exc, openai.APIStatusError):
         return _upstream_status_error(exc, ref)
-    if isinstance(exc, (openai.APITimeoutError, TimeoutError, asyncio.TimeoutError)):
+    if _timed_out(exc):
         return APIError(504, f"the upstream timed out{ref}", type="upstream_error", code="timeout")
     if isinstance(exc, openai.APIConnectionError):
         return APIError(
@@ -218,3 +218,20 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
         return exc.response()
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` is a timeout, not a refused or reset connection dressed as one.
+
+    The SDK's aiohttp transport (what the proxy uses when aiohttp is installed)
+    reports every failed connection as a connect timeout; the refusal itself
+    is further down the chain of causes.
+    """
+    if not isinstance(exc, (openai.APITimeoutError, TimeoutError, asyncio.TimeoutError)):
+        return False
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        if isinstance(cause, ConnectionError):
+            return False
+        cause = cause.__cause__ or cause.__context__
+    return True
