@@ -103,6 +103,11 @@ class UpstreamProcess:
         self.base_url: str = self._conn.recv()
         return self
 
+    def cpu_seconds(self) -> float:
+        """CPU time the upstream's process has used so far."""
+        times = psutil.Process(self._process.pid).cpu_times()
+        return times.user + times.system
+
     def stats(self) -> tuple[int, int]:
         """Chat calls so far, and the most in flight at once since the last ``stats``."""
         self._conn.send("stats")
@@ -147,10 +152,13 @@ def run_one(
             serve = psutil.Process(process.pid)
             calls_before, _ = upstream.stats()
             cpu_before = cpu_seconds(serve)
+            upstream_before, clients_before = upstream.cpu_seconds(), time.process_time()
             result: LoadResult = asyncio.run(
                 closed_loop_load(url, args.clients, args.seconds, body)
             )
             cpu_after = cpu_seconds(serve)
+            upstream_cpu = upstream.cpu_seconds() - upstream_before
+            clients_cpu = time.process_time() - clients_before
             cpu = sum(cpu_after.values()) - sum(cpu_before.values())
             split = worker_split(cpu_before, cpu_after, serve.pid)
             calls, most_in_flight = upstream.stats()
@@ -169,6 +177,7 @@ def run_one(
         f"{cpu / served:.2f}" if served else "-",
         f"{cpu / result.wall_s:.2f}",
         split,
+        f"{upstream_cpu / result.wall_s:.2f} / {clients_cpu / result.wall_s:.2f}",
     )
 
 
@@ -236,7 +245,8 @@ def main() -> None:
         "`most in flight`: the upstream's peak of concurrent calls. `proxy CPU s/req`: "
         "CPU time of `uq-guard serve` and its workers per served request; `proxy cores "
         "busy`: that CPU time over the wall time; `workers' CPU %`: each worker's share "
-        f"of it, busiest first. {os.cpu_count()} CPU cores, shared by "
+        "of it, busiest first; `upstream / clients cores busy`: the same for the upstream's "
+        f"process and the clients' (this script's). {os.cpu_count()} CPU cores, shared by "
         f"the clients, the proxy and the upstream (load average {load:.1f} before the run).",
         "",
         *table_lines(
@@ -253,6 +263,7 @@ def main() -> None:
                 "proxy CPU s/req",
                 "proxy cores busy",
                 "workers' CPU %",
+                "upstream / clients cores busy",
             ),
             rows,
         ),
