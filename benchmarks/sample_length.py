@@ -4,9 +4,10 @@ Takes eval runs (``uq-guard eval`` folders, e.g. ``benchmarks/results/default/co
 and ``.../nq``), cuts every stored sample to its first K words, rescores the
 records from the stored texts (:func:`uq_guard.evaluation.runner.rescore`, no
 model call) and reports the AUROC of the label-free ``confidence`` with a 95 %
-bootstrap interval, per cap and per set. The reply is never cut: the product
-gives it its own length, and only the samples are capped
-(``GuardConfig.max_tokens``).
+bootstrap interval, per cap and per set; ``--stops`` adds a row per stop
+sequence, each sample cut before its first occurrence as a server would.
+The reply is never cut: the product gives it its own length, and only the
+samples are capped (``GuardConfig.max_tokens``).
 
 The committed runs sampled at ``max_tokens=24`` (tokens), so no stored sample
 has more than 24 words and the 24-word row is the run as it was scored; caps
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -50,20 +52,27 @@ def first_words(text: str, k: int) -> str:
     return text
 
 
-def capped(records: Sequence[EvalRecord], k: int) -> tuple[list[EvalRecord], float]:
-    """The records with every sample cut to ``k`` words, and the share of samples cut."""
-    cut = total = 0
+def before_stop(text: str, stop: str) -> str:
+    """``text`` up to its first ``stop`` (excluded), as a model server stops on it."""
+    return text.split(stop, 1)[0]
+
+
+def cut_samples(
+    records: Sequence[EvalRecord], cut: Callable[[str], str]
+) -> tuple[list[EvalRecord], float]:
+    """The records with every sample passed through ``cut``, and the share of samples cut."""
+    cut_count = total = 0
     out = []
     for record in records:
-        samples = [[first_words(s, k) for s in answers] for answers in record.samples]
-        cut += sum(
+        samples = [[cut(s) for s in answers] for answers in record.samples]
+        cut_count += sum(
             a != b
             for old, new in zip(record.samples, samples, strict=True)
             for a, b in zip(old, new, strict=True)
         )
         total += sum(len(a) for a in record.samples)
         out.append(record.model_copy(update={"samples": samples}))
-    return out, cut / max(1, total)
+    return out, cut_count / max(1, total)
 
 
 def word_lengths(records: Sequence[EvalRecord]) -> np.ndarray:
@@ -93,11 +102,12 @@ def token_counter(path: str | None) -> Callable[[str], int] | None:
 
 
 def token_cell(records: Sequence[EvalRecord], count: Callable[[str], int] | None) -> str:
-    """Median and 90th percentile of the samples' tokens: ``19 / 24``; ``-`` without a tokenizer."""
+    """Median, 90th percentile and mean of the samples' tokens: ``19 / 24 / 17.2``; ``-`` without
+    a tokenizer."""
     if count is None:
         return "-"
     tokens = [count(s) for r in records for answers in r.samples for s in answers]
-    return f"{np.median(tokens):.0f} / {np.percentile(tokens, 90):.0f}"
+    return f"{np.median(tokens):.0f} / {np.percentile(tokens, 90):.0f} / {np.mean(tokens):.1f}"
 
 
 def main() -> int:
@@ -114,6 +124,12 @@ def main() -> int:
         help="similarity to rescore under (repeatable; default: the records' own and "
         "the guard's default)",
     )
+    parser.add_argument(
+        "--stops",
+        default="",
+        help="comma-separated stop sequences, each a row of its own (Python escapes: "
+        "'\\n\\n,\\n'); default: none",
+    )
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument(
         "--tokenizer", help="tokenizer of the model that drew the samples (default: SmolLM2's)"
@@ -122,6 +138,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
     args = parser.parse_args()
     caps = sorted({int(c) for c in args.caps.split(",") if c.strip()})
+    stops = [
+        stop.encode().decode("unicode_escape") for stop in args.stops.split(",") if stop.strip()
+    ]
+    cuts: list[tuple[str, Callable[[str], str]]] = [
+        (f"first {k} words", lambda text, k=k: first_words(text, k)) for k in caps
+    ]
+    cuts += [
+        (f"stop at {stop!r}", lambda text, stop=stop: before_stop(text, stop)) for stop in stops
+    ]
+    cuts.append(("none (as drawn)", lambda text: text))
     count_tokens = token_counter(args.tokenizer)
 
     lines = [
@@ -130,15 +156,16 @@ def main() -> int:
         "Produced by:",
         "",
         "```",
-        " ".join(["benchmarks/sample_length.py", *sys.argv[1:]]),
+        shlex.join(["benchmarks/sample_length.py", *sys.argv[1:]]),
         "```",
         "",
-        "Every stored sample cut to its first K words, the reply left whole, the records "
+        "Every stored sample cut to its first K words, or before the first occurrence of a "
+        "stop sequence as a model server stops on it, the reply left whole, the records "
         "rescored from their texts (`rescore`, no model call); AUROC of `confidence` "
         f"(label-free, §2.9) with a 95 % bootstrap interval ({args.bootstrap} resamples). "
-        "`Δ` is the point AUROC minus that of the longest cap. The runs sampled at "
-        "24 tokens, so the longest cap is each run as it was drawn. `tokens`: median / 90th "
-        "percentile of the cut samples' length in tokens of the model that drew them.",
+        "`Δ` is the point AUROC minus that of the samples as drawn (the runs sampled at "
+        "24 tokens). `tokens`: median / 90th percentile / mean of the cut samples' length "
+        "in tokens of the model that drew them.",
         "",
     ]
     for run in args.runs:
@@ -158,23 +185,24 @@ def main() -> int:
             f"{np.percentile(lengths, 90):.0f}, max {lengths.max():.0f}; the records' own "
             f"similarity: {', '.join(own)}.",
             "",
-            "| similarity | cap (words) | tokens | samples cut | AUROC of confidence | Δ |",
+            "| similarity | samples cut to | tokens | samples cut | AUROC of confidence | Δ |",
             "|---|---|---|---|---|---|",
         ]
         for similarity in similarities:
             rows = []
-            for k in caps:
-                cut_records, share = capped(records, k)
+            for label, cut in cuts:
+                cut_records, share = cut_samples(records, cut)
                 scored = rescore(cut_records, similarity=similarity)
                 conf = np.array([np.nan if r.confidence is None else r.confidence for r in scored])
                 known = np.isfinite(conf)
                 point = auroc(conf[known], correct[known])
                 cell = auroc_cell(conf, correct, n_resamples=args.bootstrap)
-                rows.append((k, token_cell(cut_records, count_tokens), share, cell, point))
-            top = rows[-1][4]
-            for k, tokens, share, cell, point in rows:
+                rows.append((label, token_cell(cut_records, count_tokens), share, cell, point))
+            drawn = rows[-1][4]
+            for label, tokens, share, cell, point in rows:
                 lines.append(
-                    f"| {similarity} | {k} | {tokens} | {share:.1%} | {cell} | {point - top:+.3f} |"
+                    f"| {similarity} | {label} | {tokens} | {share:.1%} | {cell} "
+                    f"| {point - drawn:+.3f} |"
                 )
             print(f"done {run} {similarity}", file=sys.stderr)
         lines.append("")
