@@ -198,7 +198,7 @@ def main() -> None:
     )
     parser.add_argument("--max-queue", type=int, default=0, help="per worker (default 0)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds (default 5)")
-    parser.add_argument("--questions", type=int, default=200)
+    parser.add_argument("--questions", type=int, default=1000)
     parser.add_argument("--data", type=Path, default=NQ_OPEN_DEV)
     parser.add_argument(
         "--honour-n",

@@ -27,7 +27,12 @@ from uq_guard_server.app import ServerSettings, create_app, default_active_reque
 from uq_guard_server.policy import DEFAULT_ALLOWED_SETTINGS, ServerPolicy
 from uq_guard_server.redact import RedactingFilter, redact_url
 from uq_guard_server.upstream import LocalUpstream, OpenAIUpstream, Upstream
-from uq_guard_server.workers import balances_connections, reserve_address, run_supervised
+from uq_guard_server.workers import (
+    balances_connections,
+    reserve_address,
+    run_supervised,
+    share_embedding_threads,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +245,11 @@ def run(args: argparse.Namespace) -> int:
             f"uq-guard serve: --workers must be a whole number >= 1, got {workers!r}",
             file=sys.stderr,
         )
+        return 2
+    try:  # before any worker starts: each gets its share of the CPUs for embedding
+        share_embedding_threads(workers)
+    except ConfigurationError as exc:
+        print(f"uq-guard serve: {exc}", file=sys.stderr)
         return 2
     # Whatever logs (ours, httpx, openai, uvicorn), no credential reaches a log line.
     secrets = _secrets(args)

@@ -17,21 +17,56 @@ it. The parent holds the address with a socket that never listens (so it
 gets no connection), which also fixes the port when ``--port 0`` asks the
 system for one. Elsewhere (macOS spreads nothing with ``SO_REUSEPORT``,
 Windows has none) uvicorn's shared socket is used as before.
+
+The workers also share the CPUs: :func:`share_embedding_threads` gives each
+the usable CPUs over N as its int8 embedder's threads
+(``$UQ_GUARD_EMBEDDING_THREADS``), so N workers do not run N times the
+threads there are cores.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING
+
+from uq_guard._onnx_embedding import THREADS_ENV, default_threads, usable_cpus
 
 if TYPE_CHECKING:
     import uvicorn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WorkerListener", "balances_connections", "reserve_address", "run_supervised"]
+__all__ = [
+    "WorkerListener",
+    "balances_connections",
+    "reserve_address",
+    "run_supervised",
+    "share_embedding_threads",
+]
+
+
+def share_embedding_threads(workers: int, environ: MutableMapping[str, str] | None = None) -> int:
+    """The embedding threads each of ``workers`` processes gets: the usable CPUs over ``workers``.
+
+    Sets ``$UQ_GUARD_EMBEDDING_THREADS`` in ``environ`` (default ``os.environ``,
+    which the workers inherit) when there is more than one worker and the
+    variable is not set; a value already set stands, checked here so that a
+    bad one stops the command before any worker starts.
+
+    Raises:
+        ConfigurationError: the variable is set to something other than a positive int.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get(THREADS_ENV, "").strip():
+        return default_threads(environ)
+    threads = max(1, usable_cpus() // workers)
+    if workers > 1:
+        environ[THREADS_ENV] = str(threads)
+    return threads
 
 
 def balances_connections() -> bool:

@@ -15,7 +15,11 @@ import pytest
 
 from uq_guard import ConfigurationError
 from uq_guard import _onnx_embedding as onnx_module
-from uq_guard.embeddings import SentenceTransformerEmbedder, shared_embedder
+from uq_guard.embeddings import (
+    SentenceTransformerEmbedder,
+    resolve_model_location,
+    shared_embedder,
+)
 
 TEXTS = [
     "What is the capital of France?",
@@ -132,3 +136,41 @@ def test_int8_texts_are_cut_to_max_tokens(home) -> None:
     assert cut.model.max_seq_length == 16
     np.testing.assert_allclose(rows[0], rows[1], atol=1e-5)
     np.testing.assert_allclose(rows[0], rows[2], atol=1e-5)
+
+
+def test_texts_run_on_several_threads_give_the_rows_of_one_thread(onnx_embedder) -> None:
+    location = resolve_model_location(None)  # the bundled model, exported by the fixture
+    one = onnx_module.OnnxInt8Encoder(location, max_tokens=64, threads=1)
+    three = onnx_module.OnnxInt8Encoder(location, max_tokens=64, threads=3)
+    texts = [*TEXTS, *(f"question number {i} about the moon" for i in range(20))]
+
+    assert one.threads == 1 and three.threads == 3
+    np.testing.assert_array_equal(three.encode(texts), one.encode(texts))  # bit for bit
+
+
+def test_the_embedding_threads_come_from_the_environment(monkeypatch) -> None:
+    monkeypatch.delenv(onnx_module.THREADS_ENV, raising=False)
+    assert onnx_module.default_threads() == min(onnx_module.usable_cpus(), 8)
+
+    monkeypatch.setenv(onnx_module.THREADS_ENV, " 3 ")
+    assert onnx_module.default_threads() == 3
+    assert onnx_module.default_threads({onnx_module.THREADS_ENV: "5"}) == 5
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_a_bad_embedding_threads_value_is_refused_with_the_variable_named(
+    monkeypatch, value: str
+) -> None:
+    monkeypatch.setenv(onnx_module.THREADS_ENV, value)
+
+    with pytest.raises(ConfigurationError, match=rf"UQ_GUARD_EMBEDDING_THREADS='{value}'"):
+        onnx_module.default_threads()
+
+
+@pytest.mark.parametrize("threads", [0, -1, True])
+def test_a_bad_threads_argument_is_refused_before_any_export(monkeypatch, threads) -> None:
+    monkeypatch.setattr(onnx_module, "missing_onnx_packages", lambda: [])
+    monkeypatch.setattr(onnx_module, "_export", lambda *_: pytest.fail("exported"))
+
+    with pytest.raises(ConfigurationError, match="threads="):
+        onnx_module.OnnxInt8Encoder("any-model", threads=threads)
