@@ -293,11 +293,9 @@ class OnnxInt8Encoder:
         self.session = ort.InferenceSession(
             str(self.folder / _MODEL_FILE), options, providers=["CPUExecutionProvider"]
         )
-        self._pool = (
-            ThreadPoolExecutor(self.threads, thread_name_prefix="uq_guard-onnx")
-            if self.threads > 1
-            else None
-        )
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+        self._pool_lock = threading.Lock()
 
     def get_sentence_embedding_dimension(self) -> int:
         """The length of each embedding."""
@@ -319,8 +317,9 @@ class OnnxInt8Encoder:
         texts = [t.lower() if self.lowercase else t for t in sentences]
         encodings = self.tokenizer.encode_batch(texts)
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        if self._pool is not None and len(encodings) > 1:
-            rows = self._pool.map(self._mean_hidden_state, encodings)
+        pool = self._threads() if len(encodings) > 1 else None
+        if pool is not None:
+            rows = pool.map(self._mean_hidden_state, encodings)
         else:
             rows = map(self._mean_hidden_state, encodings)
         for row, vector in enumerate(rows):
@@ -328,6 +327,20 @@ class OnnxInt8Encoder:
         if normalize_embeddings and len(out):
             out /= np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
         return out
+
+    def _threads(self) -> ThreadPoolExecutor | None:
+        """This process's threads for the texts (None for one thread).
+
+        Made on first use, and again in a forked child (the parent's threads
+        are not in it: a pool inherited across ``fork`` would never run a text).
+        """
+        if self.threads == 1:
+            return None
+        with self._pool_lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="uq_guard-onnx")
+                self._pool_pid = os.getpid()
+            return self._pool
 
     def _mean_hidden_state(self, encoding: Any) -> np.ndarray:
         """One tokenised text through the model, its last hidden state averaged over its pieces."""

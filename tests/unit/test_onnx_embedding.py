@@ -7,6 +7,9 @@ exported once per test session into a temporary ``$UQ_GUARD_HOME``.
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,3 +177,24 @@ def test_a_bad_threads_argument_is_refused_before_any_export(monkeypatch, thread
 
     with pytest.raises(ConfigurationError, match="threads="):
         onnx_module.OnnxInt8Encoder("any-model", threads=threads)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
+def test_a_forked_child_runs_texts_on_threads_of_its_own(onnx_embedder) -> None:
+    encoder = onnx_module.OnnxInt8Encoder(resolve_model_location(None), threads=2)
+    expected = encoder.encode(TEXTS[:4])  # the parent's threads exist now
+
+    pid = os.fork()
+    if pid == 0:  # the child: its inherited pool has no threads in it
+        try:
+            ok = np.array_equal(encoder.encode(TEXTS[:4]), expected)
+        finally:
+            os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung encoding")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
