@@ -78,10 +78,17 @@ def _setup_embeddings() -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from uq_guard._exceptions import ConfigurationError
+    from uq_guard._onnx_embedding import THREADS_ENV, default_threads
     from uq_guard.embeddings import pick_device
 
     print(f"uq_guard {uq_guard.__version__}")
     print(f"embedding device: {pick_device(None)}")
+    try:
+        threads = f"{default_threads()} (${THREADS_ENV} sets it)"
+    except ConfigurationError as exc:
+        threads = str(exc)
+    print(f"int8 ONNX embedding threads: {threads}")
     try:
         from uq_guard_hf.provision import cache_root
 

@@ -1,4 +1,4 @@
-"""uq_guard_server.workers.share_embedding_threads: N workers split the CPUs for embedding."""
+"""$UQ_GUARD_EMBEDDING_THREADS: serve --workers N splits the CPUs, and `uq-guard info` shows it."""
 
 from __future__ import annotations
 
@@ -42,3 +42,15 @@ def test_a_bad_value_stops_serve_before_any_worker_starts(monkeypatch, capsys) -
         share_embedding_threads(2)
     assert cli.main(["serve", "--upstream", "http://127.0.0.1:9/v1", "--workers", "2"]) == 2
     assert "UQ_GUARD_EMBEDDING_THREADS='lots'" in capsys.readouterr().err
+
+
+def test_info_says_how_many_embedding_threads_and_what_is_wrong(monkeypatch, capsys) -> None:
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert cli.main(["info"]) == 0
+    assert "int8 ONNX embedding threads: 3" in capsys.readouterr().out
+
+    monkeypatch.setenv(THREADS_ENV, "many")
+    assert cli.main(["info"]) == 0
+    assert "UQ_GUARD_EMBEDDING_THREADS='many': give a positive whole number" in (
+        capsys.readouterr().out
+    )
