@@ -4,7 +4,8 @@ A short scripted conversation with SmolLM2-135M-Instruct (a 135M-parameter
 model that runs on any CPU), guarded by uq_guard with ``policy="abstain"``.
 Each reply is printed with its confidence and the decision; on a question the
 model answers erratically the guard returns a refusal instead, and the
-model's own answer stays in the report. Run in a terminal, the chat then
+model's own answer stays in the report: the demo prints it, and what the
+model said when asked the same question again. Run in a terminal, the chat then
 goes on with your own questions (an empty line quits).
 
 Run: ``make demo`` (sets everything up first) or
@@ -39,7 +40,27 @@ def build_chatbot() -> GuardedChatModel:
     confidence printed is a fitted P(correct) and the threshold means that.
     """
     local = HuggingFaceChatModel.default(seed=0)
-    return GuardedChatModel(model=local, policy="abstain")
+    # include_samples: an abstention can show what the model said the other times
+    return GuardedChatModel(model=local, policy="abstain", include_samples=True)
+
+
+def other_answers(report: dict, shown: int = 3, width: int = 60) -> list[str]:
+    """Up to ``shown`` sampled answers that differ from the reply, shortened.
+
+    One from each prompt in turn (the question as asked first, then its
+    rewordings), so that they show how the model's answer varies.
+    """
+    reply = (report["original_reply"] or "").strip()
+    per_prompt = [
+        [s.strip() for s in answers if s.strip() and s.strip() != reply]
+        for answers in report["samples"] or []
+    ]
+    differing: dict[str, None] = {}
+    for rank in range(max(map(len, per_prompt), default=0)):
+        for answers in per_prompt:
+            if rank < len(answers):
+                differing.setdefault(answers[rank])
+    return [s if len(s) <= width else s[: width - 1] + "…" for s in list(differing)[:shown]]
 
 
 def ask(
@@ -67,6 +88,9 @@ def ask(
     )
     if report["decision"] == "abstain":
         print(f"     (the model had said: {report['original_reply']!r})")
+        others = other_answers(report)
+        if others:
+            print(f"     (other times it said: {' | '.join(map(repr, others))})")
     history.extend([HumanMessage(question), AIMessage(str(reply.content))])
 
 
