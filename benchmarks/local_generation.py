@@ -49,11 +49,11 @@ from typing import Any
 import numpy as np
 from _common import NQ_OPEN_DEV, emit, table_lines
 from uq_guard_hf import HuggingFaceChatModel, LlamaCppChatModel
-from uq_guard_hf.llama_cpp_decoding import default_thread_count
 from uq_guard_hf.provision import default_model_path, smollm2_gguf_path
 
 import uq_guard
 from uq_guard import GuardConfig, UncertaintyReport
+from uq_guard._cpus import usable_cpus
 from uq_guard.backend import GenerationRequest
 from uq_guard.evaluation.records import load_questions
 
@@ -294,7 +294,7 @@ def main() -> int:
     call_questions = questions[10 + args.questions_parity :]
 
     common = {"seed": 0, "max_new_tokens": args.reply_tokens}
-    every = default_thread_count()
+    every = usable_cpus()
     counts = [every if part == "all" else int(part) for part in args.threads.split(",")]
     transformers = HuggingFaceChatModel.default(engine="transformers", **common)
     transformers_variants: Variants = {}

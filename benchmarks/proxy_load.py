@@ -103,10 +103,10 @@ class UpstreamProcess:
         self.base_url: str = self._conn.recv()
         return self
 
-    def cpu_seconds(self) -> float:
-        """CPU time the upstream's process has used so far."""
-        times = psutil.Process(self._process.pid).cpu_times()
-        return times.user + times.system
+    @property
+    def process(self) -> psutil.Process:
+        """The upstream's process (for its CPU time)."""
+        return psutil.Process(self._process.pid)
 
     def stats(self) -> tuple[int, int]:
         """Chat calls so far, and the most in flight at once since the last ``stats``."""
@@ -152,12 +152,13 @@ def run_one(
             serve = psutil.Process(process.pid)
             calls_before, _ = upstream.stats()
             cpu_before = cpu_seconds(serve)
-            upstream_before, clients_before = upstream.cpu_seconds(), time.process_time()
+            upstream_before = sum(cpu_seconds(upstream.process).values())
+            clients_before = time.process_time()
             result: LoadResult = asyncio.run(
                 closed_loop_load(url, args.clients, args.seconds, body)
             )
             cpu_after = cpu_seconds(serve)
-            upstream_cpu = upstream.cpu_seconds() - upstream_before
+            upstream_cpu = sum(cpu_seconds(upstream.process).values()) - upstream_before
             clients_cpu = time.process_time() - clients_before
             cpu = sum(cpu_after.values()) - sum(cpu_before.values())
             split = worker_split(cpu_before, cpu_after, serve.pid)

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from uq_guard._cpus import usable_cpus
 from uq_guard._exceptions import ConfigurationError
 from uq_guard._paths import cache_root
 
@@ -58,7 +59,6 @@ __all__ = [
     "default_threads",
     "export_folder",
     "missing_onnx_packages",
-    "usable_cpus",
 ]
 
 #: Bump when the export or quantisation recipe changes: older exports are then redone.
@@ -71,12 +71,6 @@ THREADS_ENV = "UQ_GUARD_EMBEDDING_THREADS"
 """Environment variable: how many texts the int8 ONNX embedder runs at once."""
 _MAX_DEFAULT_THREADS = 8
 _export_lock = threading.Lock()
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity where the OS tells it)."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
 def default_threads(environ: Mapping[str, str] | None = None) -> int:

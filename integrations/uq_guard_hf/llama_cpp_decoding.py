@@ -18,28 +18,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from uq_guard._cpus import usable_cpus
 from uq_guard._exceptions import ConfigurationError
 
-__all__ = ["DecodedSequence", "LlamaCppDecoder", "default_thread_count"]
+__all__ = ["DecodedSequence", "LlamaCppDecoder"]
 
 logger = logging.getLogger(__name__)
 
 # Sequences decoded together at most; more are decoded in further passes.
 _MAX_SEQUENCES = 64
-
-
-def default_thread_count() -> int:
-    """The CPUs this process may run on (llama.cpp's own default is a fixed 4)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass
@@ -88,7 +80,7 @@ class LlamaCppDecoder:
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(self._model))
-        threads = n_threads or default_thread_count()
+        threads = n_threads or usable_cpus()  # llama.cpp's own default is a fixed 4
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx or self.n_ctx_train
         params.n_batch = min(2048, params.n_ctx)

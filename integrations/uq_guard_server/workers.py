@@ -33,7 +33,8 @@ import sys
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING
 
-from uq_guard._onnx_embedding import THREADS_ENV, default_threads, usable_cpus
+from uq_guard._cpus import usable_cpus
+from uq_guard._onnx_embedding import THREADS_ENV, default_threads
 
 if TYPE_CHECKING:
     import uvicorn

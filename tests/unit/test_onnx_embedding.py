@@ -18,6 +18,7 @@ import pytest
 
 from uq_guard import ConfigurationError
 from uq_guard import _onnx_embedding as onnx_module
+from uq_guard._cpus import usable_cpus
 from uq_guard.embeddings import (
     SentenceTransformerEmbedder,
     resolve_model_location,
@@ -153,7 +154,7 @@ def test_texts_run_on_several_threads_give_the_rows_of_one_thread(onnx_embedder)
 
 def test_the_embedding_threads_come_from_the_environment(monkeypatch) -> None:
     monkeypatch.delenv(onnx_module.THREADS_ENV, raising=False)
-    assert onnx_module.default_threads() == min(onnx_module.usable_cpus(), 8)
+    assert onnx_module.default_threads() == min(usable_cpus(), 8)
 
     monkeypatch.setenv(onnx_module.THREADS_ENV, " 3 ")
     assert onnx_module.default_threads() == 3
