@@ -19,6 +19,7 @@ This module is the LangChain class and its fields; the work is done in:
 * :mod:`uq_guard_hf.batched_generation`: one padded ``generate`` (pure);
 * :mod:`uq_guard_hf.logit_statistics`: log-probabilities and entropies;
 * :mod:`uq_guard_hf.chat_prompt`: messages checked and encoded for the template;
+* :mod:`uq_guard_hf.chat_result`: an answer as LangChain's ``ChatResult``;
 * :mod:`uq_guard_hf.shipped_calibration`: the calibration shipped for SmolLM2
   (:data:`DEFAULT_CALIBRATION`, :func:`shipped_guard_defaults`, re-exported here).
 """
@@ -33,14 +34,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, convert_to_openai_messages
-from langchain_core.messages.ai import UsageMetadata
-from langchain_core.outputs import ChatGeneration, ChatResult, LLMResult
+from langchain_core.messages import BaseMessage, convert_to_openai_messages
+from langchain_core.outputs import ChatResult, LLMResult
 from pydantic import AliasChoices, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from uq_guard._exceptions import ConfigurationError
 from uq_guard.backend import Generation, GenerationRequest
 from uq_guard_hf.batched_generation import SamplingSettings, generate_batch
+from uq_guard_hf.chat_result import chat_result
 from uq_guard_hf.loading import (
     SUPPORTED_DTYPES,
     ModelRuntime,
@@ -396,7 +397,7 @@ class HuggingFaceChatModel(BaseChatModel):
         outcome = self._run_requests_blocking([request], stop=stop)[0]
         if outcome.error is not None:
             raise outcome.error
-        return self._chat_result(outcome, want_logprobs)
+        return chat_result(outcome, self.model_name, self._runtime.tokenizer, want_logprobs)
 
     async def _agenerate(
         self,
@@ -407,48 +408,3 @@ class HuggingFaceChatModel(BaseChatModel):
     ) -> ChatResult:
         # Callback managers are not shared with the worker thread.
         return await asyncio.to_thread(self._generate, messages, stop, None, **kwargs)
-
-    def _chat_result(self, outcome: RequestOutcome, want_logprobs: bool) -> ChatResult:
-        answer = outcome.answers[0]
-        usage = UsageMetadata(
-            input_tokens=outcome.prompt_tokens,
-            output_tokens=outcome.completion_tokens,
-            total_tokens=outcome.prompt_tokens + outcome.completion_tokens,
-        )
-        response_metadata: dict[str, Any] = {
-            "model_name": self.model_name,
-            "finish_reason": answer.finish_reason,
-        }
-        if want_logprobs and answer.token_logprobs is not None:
-            tokenizer = self._runtime.tokenizer
-            assert tokenizer is not None  # loaded by the call that produced the answer
-            token_strings = [tokenizer.decode([token_id]) for token_id in answer.token_ids]
-            response_metadata["logprobs"] = {
-                "content": [
-                    {"token": token, "logprob": logprob, "entropy": entropy}
-                    for token, logprob, entropy in zip(
-                        token_strings,
-                        answer.token_logprobs,
-                        answer.token_entropies or [],
-                        strict=True,
-                    )
-                ]
-            }
-        message = AIMessage(
-            content=answer.text, usage_metadata=usage, response_metadata=response_metadata
-        )
-        return ChatResult(
-            generations=[
-                ChatGeneration(
-                    message=message, generation_info={"finish_reason": answer.finish_reason}
-                )
-            ],
-            llm_output={
-                "model_name": self.model_name,
-                "token_usage": {
-                    "prompt_tokens": outcome.prompt_tokens,
-                    "completion_tokens": outcome.completion_tokens,
-                    "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
-                },
-            },
-        )
