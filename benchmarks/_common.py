@@ -74,12 +74,14 @@ class LoadResult:
     Attributes:
         latencies: seconds of every served request (status 200 with an ``uncertainty``).
         errors: the other answers, by kind (``"503"``, ``"ReadTimeout"``...).
-        wall_s: from the first request sent to the last answer received.
+        wall_s: the timed seconds.
+        closed_by_server: answers that closed their connection (``Connection: close``).
     """
 
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     wall_s: float = 0.0
+    closed_by_server: int = 0
 
     def cells(self) -> tuple[str, str, str, str, str]:
         """``requests``, ``req/s``, ``p50 s``, ``p95 s``, ``errors`` as table cells."""
@@ -95,20 +97,42 @@ class LoadResult:
 
 
 async def closed_loop_load(
-    url: str, clients: int, seconds: float, body: Callable[[], dict[str, Any]]
+    url: str,
+    clients: int,
+    seconds: float,
+    body: Callable[[], dict[str, Any]],
+    *,
+    warmup_s: float = 0.0,
+    at_start: Callable[[], None] | None = None,
+    at_end: Callable[[], None] | None = None,
 ) -> LoadResult:
     """``clients`` clients, each sending its next chat request when its last is answered.
 
     Args:
         url: the proxy's base URL (``http://host:port``).
-        clients: concurrent clients, each on a connection of its own.
-        seconds: no request is sent after this; those in flight are awaited.
+        clients: concurrent clients, sharing a pool of as many kept-alive connections.
+        seconds: timed seconds: the requests answered in them are counted (those still
+            in flight at their end are awaited, not counted).
         body: the body of the next request.
+        warmup_s: untimed seconds first, by the same clients on the same
+            connections (a request answered in them is not counted).
+        at_start: called when the timed seconds begin (to read CPU counters).
+        at_end: called when they end.
     """
     import httpx
 
     result = LoadResult()
-    deadline = time.perf_counter() + seconds
+    begin = time.perf_counter()
+    timed_from = begin + warmup_s
+    deadline = timed_from + seconds
+
+    async def timing() -> None:
+        await asyncio.sleep(warmup_s)
+        if at_start is not None:
+            at_start()
+        await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
+        if at_end is not None:
+            at_end()
 
     async def client_loop(http: httpx.AsyncClient) -> None:
         while time.perf_counter() < deadline:
@@ -117,16 +141,20 @@ async def closed_loop_load(
                 response = await http.post(f"{url}/v1/chat/completions", json=body())
                 ok = response.status_code == 200 and "uncertainty" in response.json()
                 kind = str(response.status_code)
+                closing = response.headers.get("connection") == "close"
             except httpx.HTTPError as exc:
-                ok, kind = False, type(exc).__name__
+                ok, kind, closing = False, type(exc).__name__, False
+            finished = time.perf_counter()
+            if not timed_from <= finished <= deadline:
+                continue  # answered in the warm-up, or after the timed seconds
+            result.closed_by_server += closing
             if ok:
-                result.latencies.append(time.perf_counter() - started)
+                result.latencies.append(finished - started)
             else:
                 result.errors[kind] += 1
 
-    started = time.perf_counter()
     limits = httpx.Limits(max_connections=clients)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
-        await asyncio.gather(*(client_loop(http) for _ in range(clients)))
-    result.wall_s = time.perf_counter() - started
+        await asyncio.gather(timing(), *(client_loop(http) for _ in range(clients)))
+    result.wall_s = seconds
     return result

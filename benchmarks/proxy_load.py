@@ -13,8 +13,10 @@ NQ-Open dev questions in turn.
 
 Each client sends its next request when its last is answered (closed loop,
 :func:`_common.closed_loop_load`); an error is any answer but a 200 with an
-uncertainty report (a 503 included). Before timing, every worker serves a
-few requests. The admission settings (``--max-active-requests``,
+uncertainty report (a 503 included). The same clients first run untimed
+for ``--warmup`` seconds on the connections they keep: the workers past
+their first requests, and the connections spread over the workers
+(:mod:`uq_guard_server.balance`) before timing. The admission settings (``--max-active-requests``,
 ``--max-queue``, per worker) are given to admit every client, and the table
 names them with ``--max-request-concurrency``, the cap on one worker's
 upstream calls in flight at the same settings.
@@ -47,7 +49,7 @@ from uq_guard_server.policy import ServerPolicy
 from uq_guard.evaluation.records import load_questions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.serve import start_serve, stop_serve
+from tests.support.serve import start_serve, stop_serve, workers_of
 from tests.support.upstream import MODEL, ScriptedUpstream
 
 DELAY_S = 0.3
@@ -147,22 +149,39 @@ def run_one(
         log = Path(folder) / "serve.log"
         process, url = start_serve(options, log, verbose=False)
         try:
-            # every worker past its first requests (GAAP's first prompt, the first encode)
-            asyncio.run(closed_loop_load(url, 2 * workers, args.warmup, body))
             serve = psutil.Process(process.pid)
-            calls_before, _ = upstream.stats()
-            cpu_before = cpu_seconds(serve)
-            upstream_before = sum(cpu_seconds(upstream.process).values())
-            clients_before = time.process_time()
+            listening = workers_of(serve, int(url.rpartition(":")[2]), workers, timeout_s=180)
+            if len(listening) < workers:  # /health answers once the first one listens
+                raise RuntimeError(f"{len(listening)} of {workers} workers listen after 180 s")
+            counters: list[tuple[tuple[int, int], dict[int, float], float, float]] = []
+
+            def read_counters() -> None:
+                counters.append(
+                    (
+                        upstream.stats(),  # the most in flight: since the last reading
+                        cpu_seconds(serve),
+                        sum(cpu_seconds(upstream.process).values()),
+                        time.process_time(),
+                    )
+                )
+
             result: LoadResult = asyncio.run(
-                closed_loop_load(url, args.clients, args.seconds, body)
+                closed_loop_load(
+                    url,
+                    args.clients,
+                    args.seconds,
+                    body,
+                    warmup_s=args.warmup,
+                    at_start=read_counters,
+                    at_end=read_counters,
+                )
             )
-            cpu_after = cpu_seconds(serve)
-            upstream_cpu = sum(cpu_seconds(upstream.process).values()) - upstream_before
-            clients_cpu = time.process_time() - clients_before
+            ((calls_before, _), cpu_before, upstream_before, clients_before) = counters[0]
+            ((calls, most_in_flight), cpu_after, upstream_after, clients_after) = counters[1]
+            upstream_cpu = upstream_after - upstream_before
+            clients_cpu = clients_after - clients_before
             cpu = sum(cpu_after.values()) - sum(cpu_before.values())
             split = worker_split(cpu_before, cpu_after, serve.pid)
-            calls, most_in_flight = upstream.stats()
         finally:
             stop_serve(process)
         if result.errors:
@@ -178,6 +197,7 @@ def run_one(
         f"{cpu / served:.2f}" if served else "-",
         f"{cpu / result.wall_s:.2f}",
         split,
+        str(result.closed_by_server),
         f"{upstream_cpu / result.wall_s:.2f} / {clients_cpu / result.wall_s:.2f}",
     )
 
@@ -198,7 +218,12 @@ def main() -> None:
         "--max-active-requests", type=int, default=20, help="per worker (default 20)"
     )
     parser.add_argument("--max-queue", type=int, default=0, help="per worker (default 0)")
-    parser.add_argument("--warmup", type=float, default=5.0, help="seconds (default 5)")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=10.0,
+        help="untimed seconds of the same clients first (default 10)",
+    )
     parser.add_argument("--questions", type=int, default=1000)
     parser.add_argument("--data", type=Path, default=NQ_OPEN_DEV)
     parser.add_argument(
@@ -234,7 +259,8 @@ def main() -> None:
         command.strip(),
         "```",
         "",
-        f"{args.clients} closed-loop clients for {args.seconds:.0f} s against `uq-guard serve` "
+        f"{args.clients} closed-loop clients for {args.seconds:.0f} s, after "
+        f"{args.warmup:.0f} s untimed on the same connections, against `uq-guard serve` "
         "(a process of its own) at the default guard settings (GAAP, the default embedder, "
         f"10 prompts × 5 samples), in front of an upstream in another process that takes "
         f"{DELAY_S * 1000:.0f} ms a request and "
@@ -246,7 +272,9 @@ def main() -> None:
         "`most in flight`: the upstream's peak of concurrent calls. `proxy CPU s/req`: "
         "CPU time of `uq-guard serve` and its workers per served request; `proxy cores "
         "busy`: that CPU time over the wall time; `workers' CPU %`: each worker's share "
-        "of it, busiest first; `upstream / clients cores busy`: the same for the upstream's "
+        "of it, busiest first; `connections closed`: answers that closed their "
+        "kept-alive connection (a worker above its share of the requests in flight); "
+        "`upstream / clients cores busy`: the same for the upstream's "
         f"process and the clients' (this script's). {os.cpu_count()} CPU cores, shared by "
         f"the clients, the proxy and the upstream (load average {load:.1f} before the run).",
         "",
@@ -264,6 +292,7 @@ def main() -> None:
                 "proxy CPU s/req",
                 "proxy cores busy",
                 "workers' CPU %",
+                "connections closed",
                 "upstream / clients cores busy",
             ),
             rows,

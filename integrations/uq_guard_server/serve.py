@@ -6,7 +6,9 @@ options, handed over in the :data:`OPTIONS_ENV` environment variable as JSON
 (:func:`options_to_json`; the options as typed, which name the environment
 variables holding the keys, never a key). Caps and limits hold per worker.
 On Linux each worker listens on a socket of its own, so that the kernel
-spreads connections evenly (:mod:`uq_guard_server.workers`).
+spreads connections (:mod:`uq_guard_server.workers`), and a worker above
+its share of the requests in flight closes connections after answering
+until they are spread evenly (:mod:`uq_guard_server.balance`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from uq_guard import GuardConfig
 from uq_guard._exceptions import ConfigurationError
 from uq_guard.cli_settings import apply_settings, parse_settings
 from uq_guard_server.app import ServerSettings, create_app, default_active_requests
+from uq_guard_server.balance import RebalancingMiddleware
 from uq_guard_server.policy import DEFAULT_ALLOWED_SETTINGS, ServerPolicy
 from uq_guard_server.redact import RedactingFilter, redact_url
 from uq_guard_server.upstream import LocalUpstream, OpenAIUpstream, Upstream
@@ -32,6 +35,7 @@ from uq_guard_server.workers import (
     reserve_address,
     run_supervised,
     share_embedding_threads,
+    worker_slot,
 )
 
 logger = logging.getLogger(__name__)
@@ -405,7 +409,11 @@ def app_from_environment() -> Any:
         logger.exception("uq-guard serve worker %d could not build its app", os.getpid())
         sys.exit(STARTUP_FAILURE)
     _log_serving(args, settings)
-    return create_app(upstream, settings)
+    app = create_app(upstream, settings)
+    slot = worker_slot()
+    if slot is not None:
+        app.add_middleware(RebalancingMiddleware, slot=slot)
+    return app
 
 
 _LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access")

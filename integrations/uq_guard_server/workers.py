@@ -18,6 +18,12 @@ gets no connection), which also fixes the port when ``--port 0`` asks the
 system for one. Elsewhere (macOS spreads nothing with ``SO_REUSEPORT``,
 Windows has none) uvicorn's shared socket is used as before.
 
+Each worker also claims a row of a :class:`~uq_guard_server.balance.WorkerLoads`
+table the parent makes (it travels inside the :class:`WorkerListener`), so
+that a worker above its share of the requests in flight closes connections
+until the kernel has spread them evenly (:mod:`uq_guard_server.balance`);
+:func:`worker_slot` is the row of this process.
+
 The workers also share the CPUs: :func:`share_embedding_threads` gives each
 the usable CPUs over N as its int8 embedder's threads
 (``$UQ_GUARD_EMBEDDING_THREADS``), so N workers do not run N times the
@@ -35,6 +41,7 @@ from typing import TYPE_CHECKING
 
 from uq_guard._cpus import usable_cpus
 from uq_guard._onnx_embedding import THREADS_ENV, default_threads
+from uq_guard_server.balance import WorkerLoads, WorkerSlot
 
 if TYPE_CHECKING:
     import uvicorn
@@ -47,7 +54,15 @@ __all__ = [
     "reserve_address",
     "run_supervised",
     "share_embedding_threads",
+    "worker_slot",
 ]
+
+_slot: WorkerSlot | None = None
+
+
+def worker_slot() -> WorkerSlot | None:
+    """This worker's row of the parent's load table (None outside a supervised worker)."""
+    return _slot
 
 
 def share_embedding_threads(workers: int, environ: MutableMapping[str, str] | None = None) -> int:
@@ -103,26 +118,38 @@ def reserve_address(host: str, port: int) -> socket.socket:
     return _reuse_port_socket(host, port)
 
 
-def _worker_socket(host: str, port: int) -> socket.socket:
-    """Unpickling a :class:`WorkerListener` in a worker: its own socket, or a startup failure."""
+def _worker_socket(host: str, port: int, loads: WorkerLoads | None = None) -> socket.socket:
+    """Unpickling a :class:`WorkerListener` in a worker: its own socket, or a startup failure.
+
+    Also claims this worker's row of ``loads`` (see :func:`worker_slot`).
+    """
     from uvicorn.config import STARTUP_FAILURE
 
+    global _slot
     try:
-        return _reuse_port_socket(host, port)
+        sock = _reuse_port_socket(host, port)
     except OSError as exc:  # the supervisor stops on this status rather than retrying
         logger.error("uq-guard serve worker could not bind %s:%d: %s", host, port, exc)
         sys.exit(STARTUP_FAILURE)
+    if loads is not None:
+        _slot = loads.claim()
+    return sock
 
 
 class WorkerListener:
-    """Stands for a listening socket in the parent; pickles to a new one in each worker."""
+    """Stands for a listening socket in the parent; pickles to a new one in each worker.
 
-    def __init__(self, host: str, port: int) -> None:
+    With ``loads``, it pickles only while a worker is being spawned (the
+    shared table's rule), and the worker claims a row of it.
+    """
+
+    def __init__(self, host: str, port: int, loads: WorkerLoads | None = None) -> None:
         self.host = host
         self.port = port
+        self.loads = loads
 
-    def __reduce__(self) -> tuple[object, tuple[str, int]]:
-        return _worker_socket, (self.host, self.port)
+    def __reduce__(self) -> tuple[object, tuple[str, int, WorkerLoads | None]]:
+        return _worker_socket, (self.host, self.port, self.loads)
 
 
 def run_supervised(config: uvicorn.Config, host: str, port: int) -> bool:
@@ -136,7 +163,7 @@ def run_supervised(config: uvicorn.Config, host: str, port: int) -> bool:
     from uvicorn.supervisors import Multiprocess
 
     # uvicorn pickles this list into every worker it starts or restarts
-    listeners: list = [WorkerListener(host, port)]
+    listeners: list = [WorkerListener(host, port, WorkerLoads(2 * config.workers))]
     supervisor = Multiprocess(config, sockets=listeners)
     logger.info("%d workers on http://%s:%d, one listener each", config.workers, host, port)
     supervisor.run()

@@ -10,13 +10,15 @@ for a few seconds after its calls).
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
@@ -24,41 +26,14 @@ import pytest
 from uq_guard_server.workers import balances_connections
 
 from tests.integration.test_server import QUESTION
-from tests.support.serve import start_serve, stop_serve
+from tests.support.serve import connections, start_serve, stop_serve, workers_of
 from tests.support.upstream import MODEL, ScriptedUpstream
 
 LIGHT = ["perturbation=none", "n_perturbations=0", "n_samples=3"]
 
 
-def _connections(process: psutil.Process) -> list[Any]:
-    connections = getattr(process, "net_connections", None) or process.connections  # psutil < 6
-    return list(connections(kind="tcp"))
-
-
-def workers_of(
-    serve: psutil.Process, port: int, expected: int = 2, timeout_s: float = 60.0
-) -> list[psutil.Process]:
-    """The children of ``serve`` that listen on ``port``, once ``expected`` of them do.
-
-    ``/health`` answers as soon as one worker listens; the others may still be
-    starting. Gives what listens after ``timeout_s`` if fewer do.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        listening = [
-            child
-            for child in serve.children()
-            if any(
-                c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in _connections(child)
-            )
-        ]
-        if len(listening) >= expected or time.monotonic() > deadline:
-            return listening
-        time.sleep(0.2)
-
-
 def calls_upstream(worker: psutil.Process, upstream_port: int) -> bool:
-    return any(c.raddr and c.raddr.port == upstream_port for c in _connections(worker))
+    return any(c.raddr and c.raddr.port == upstream_port for c in connections(worker))
 
 
 async def burst(url: str, size: int) -> list[httpx.Response]:
@@ -127,14 +102,96 @@ def test_each_worker_listens_on_a_socket_of_its_own(tmp_path: Path) -> None:
             sockets = {  # the kernel's socket behind each worker's listening descriptor
                 os.readlink(f"/proc/{w.pid}/fd/{c.fd}")
                 for w in workers
-                for c in _connections(w)
+                for c in connections(w)
                 if c.status == psutil.CONN_LISTEN and c.laddr.port == port
             }
             parent_listens = any(
-                c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in _connections(serve)
+                c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections(serve)
             )
         finally:
             stop_serve(process)
     assert len(workers) == 2
     assert len(sockets) == 2  # uvicorn's shared socket would be one, in the parent too
     assert not parent_listens
+
+
+def server_side_owner(workers: list[psutil.Process], client_port: int) -> int | None:
+    """The pid of the worker holding the server end of the connection from ``client_port``."""
+    for worker in workers:
+        if any(c.raddr and c.raddr.port == client_port for c in connections(worker)):
+            return worker.pid
+    return None
+
+
+def connections_by_worker(
+    host: str, port: int, workers: list[psutil.Process], wanted: int
+) -> list[http.client.HTTPConnection]:
+    """Kept-alive connections to ``host:port``, opened until ``wanted`` are on one worker."""
+    by_worker: dict[int, list[http.client.HTTPConnection]] = {}
+    opened: list[http.client.HTTPConnection] = []
+    while max((len(group) for group in by_worker.values()), default=0) < wanted:
+        assert len(opened) < 20 * wanted, "the kernel never put enough connections on one worker"
+        connection = http.client.HTTPConnection(host, port, timeout=60)
+        connection.connect()
+        opened.append(connection)
+        client_port = connection.sock.getsockname()[1]
+        deadline = time.monotonic() + 10
+        while (owner := server_side_owner(workers, client_port)) is None:
+            assert time.monotonic() < deadline, "no worker accepted the connection"
+            time.sleep(0.05)
+        by_worker.setdefault(owner, []).append(connection)
+    crowded = max(by_worker.values(), key=len)[:wanted]
+    for connection in opened:
+        if connection not in crowded:
+            connection.close()
+    return crowded
+
+
+def ask(connection: http.client.HTTPConnection) -> tuple[int, str | None, int]:
+    """Status and ``Connection`` header of a guarded request, and the connection's client port."""
+    assert connection.sock is not None
+    client_port = connection.sock.getsockname()[1]
+    body = json.dumps({"model": MODEL, "messages": QUESTION})
+    connection.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+    response = connection.getresponse()
+    response.read()
+    return response.status, response.getheader("connection"), client_port
+
+
+def held_after_closing(
+    workers: list[psutil.Process], closing: list[int], kept: list[int]
+) -> list[int]:
+    """Which of ``closing + kept`` a worker holds once ``closing`` are let go (or after 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        held = [p for p in closing + kept if server_side_owner(workers, p) is not None]
+        if time.monotonic() > deadline or not set(held) & set(closing):
+            return held
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not balances_connections(), reason="SO_REUSEPORT spreads on Linux only")
+def test_a_worker_above_its_share_closes_connections_after_answering(tmp_path: Path) -> None:
+    options = ["--workers", "2", "--max-active-requests", "8", "--max-queue", "8"]
+    options += [f"--set={s}" for s in LIGHT]
+    with ScriptedUpstream(honour_n=False, delay_s=0.5) as upstream:
+        process, url = start_serve(
+            ["--upstream", upstream.base_url, *options], tmp_path / "serve.log"
+        )
+        try:
+            serve = psutil.Process(process.pid)
+            port = int(url.rpartition(":")[2])
+            workers = workers_of(serve, port)
+            crowded = connections_by_worker("127.0.0.1", port, workers, wanted=6)
+            with ThreadPoolExecutor(len(crowded)) as pool:  # 6 in flight on one worker
+                answers = list(pool.map(ask, crowded))
+            closing = [p for _, header, p in answers if header == "close"]
+            kept = [p for _, header, p in answers if header != "close"]
+            held = held_after_closing(workers, closing, kept)
+        finally:
+            stop_serve(process)
+    assert [status for status, _, _ in answers] == [200] * 6
+    # with the other worker idle, a worker is over its share while it holds 2 or more
+    assert len(closing) >= 5
+    assert sorted(held) == sorted(kept)  # the server closed those it said it would, only those

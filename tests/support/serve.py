@@ -19,6 +19,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -96,6 +98,34 @@ def stop_serve(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int
     except subprocess.TimeoutExpired:
         process.kill()
         return process.wait()
+
+
+def connections(process: psutil.Process) -> list[Any]:
+    """The TCP connections of ``process``."""
+    listing = getattr(process, "net_connections", None) or process.connections  # psutil < 6
+    return list(listing(kind="tcp"))
+
+
+def workers_of(
+    serve: psutil.Process, port: int, expected: int = 2, timeout_s: float = 60.0
+) -> list[psutil.Process]:
+    """The children of ``serve`` that listen on ``port``, once ``expected`` of them do.
+
+    ``/health`` answers as soon as one worker listens; the others may still be
+    starting. Gives what listens after ``timeout_s`` if fewer do.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        listening = [
+            child
+            for child in serve.children()
+            if any(
+                c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections(child)
+            )
+        ]
+        if len(listening) >= expected or time.monotonic() > deadline:
+            return listening
+        time.sleep(0.2)
 
 
 @contextlib.contextmanager
