@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from uq_guard import GuardConfig
+from uq_guard.evaluation.methods import LABEL_FREE_CONFIDENCE, confidence_of
 from uq_guard.evaluation.records import EvalRecord, load_questions, read_records
 from uq_guard.evaluation.report import GUARD_CONFIDENCE, method_signal
 from uq_guard.evaluation.runner import make_backend, run_eval
@@ -46,6 +47,8 @@ VARIANTS = {
     "words": {"gaap_frames": False},
     "m6": {"n_perturbations": 6},
     "m8": {"n_perturbations": 8},
+    "again": {},
+    "pairs2": {"gaap_pairs_per_generation": 2},
 }
 SHOWN = ("inv_entropy", GUARD_CONFIDENCE, "reply_agreement", "degree")
 
@@ -59,6 +62,34 @@ def changed_share(records: list[EvalRecord]) -> float:
     ]
     known = [v for v in verdicts if v is not None]
     return 1.0 - float(np.mean(known)) if known else float("nan")
+
+
+def paired_difference(
+    base: list[EvalRecord], other: list[EvalRecord], method: str, n_resamples: int
+) -> str:
+    """``other``'s AUROC minus ``base``'s on the questions both scored, with a paired
+    95% bootstrap interval (questions resampled together): ``-0.004 [-0.031, +0.022]``.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    mine = {r.id: (confidence_of(r, method), bool(r.correct)) for r in base}
+    theirs = {r.id: confidence_of(r, method) for r in other}
+    ids = [i for i in mine if mine[i][0] is not None and theirs.get(i) is not None]
+    a = np.array([mine[i][0] for i in ids], dtype=float)
+    b = np.array([theirs[i] for i in ids], dtype=float)
+    y = np.array([mine[i][1] for i in ids], dtype=bool)
+    if y.all() or not y.any():
+        return "undefined (one class only)"
+    rng = np.random.default_rng(0)
+    deltas = []
+    for _ in range(n_resamples):
+        pick = rng.integers(0, len(ids), len(ids))
+        if y[pick].all() or not y[pick].any():
+            continue
+        deltas.append(roc_auc_score(y[pick], b[pick]) - roc_auc_score(y[pick], a[pick]))
+    low, high = np.percentile(deltas, [2.5, 97.5])
+    delta = roc_auc_score(y, b) - roc_auc_score(y, a)
+    return f"{delta:+.3f} [{low:+.3f}, {high:+.3f}] (n={len(ids)})"
 
 
 def main() -> int:
@@ -75,9 +106,16 @@ def main() -> int:
         choices=sorted(VARIANTS),
         default=["paper"],
         help="runs beside the default: paper = the published GAAP, words = GAAP without "
-        "frames, m6 / m8 = the default GAAP with 6 or 8 perturbations",
+        "frames, m6 / m8 = the default GAAP with 6 or 8 perturbations, again = the default "
+        "GAAP drawn anew by this checkout, pairs2 = the default GAAP with 2 crossovers a "
+        "generation instead of 4",
     )
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument(
+        "--paired-to",
+        help="also print every other run's AUROC minus this run's (a variant's name or "
+        "'default'), paired over the same questions",
+    )
     args = parser.parse_args()
 
     settings = json.loads((args.default_run / "run.json").read_text())
@@ -116,6 +154,16 @@ def main() -> int:
     for name, records in runs.items():
         cells = [auroc_cell(*method_signal(records, method), args.bootstrap) for method in SHOWN]
         print(f"| {name} | {changed_share(records):.1%} | " + " | ".join(cells) + " |")
+    if args.paired_to:
+        paired = ("inv_entropy", GUARD_CONFIDENCE, LABEL_FREE_CONFIDENCE)
+        print(f"\nAUROC minus {args.paired_to}'s, paired over the same questions:\n")
+        print("| perturber | " + " | ".join(paired) + " |")
+        print("|---|" + "---|" * len(paired))
+        base = runs[args.paired_to]
+        for name, records in runs.items():
+            if name != args.paired_to:
+                cells = [paired_difference(base, records, m, args.bootstrap) for m in paired]
+                print(f"| {name} | " + " | ".join(cells) + " |")
     return 0
 
 

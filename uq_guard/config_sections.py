@@ -85,6 +85,7 @@ _INTEGER_FIELDS = (
     "adaptive_first_samples",
     "gaap_max_generations",
     "gaap_max_population",
+    "gaap_pairs_per_generation",
     "n_bootstrap",
     "seed",
     "max_concurrency",
@@ -202,6 +203,13 @@ class PerturbationSettings(_Settings):
     )
     gaap_max_generations: int = Field(8, ge=0, le=100, description="Generations at most.")
     gaap_max_population: int = Field(64, ge=1, le=10_000, description="Population cap.")
+    gaap_pairs_per_generation: int = Field(
+        4,
+        ge=1,
+        le=1_000,
+        description="Crossovers per generation: each makes 2 children and 2 mutants, "
+        "every new one a prompt to embed.",
+    )
     gaap_delta: float = Field(
         0.7, ge=0.0, le=1.0, description="Stop when the best fitness falls under this."
     )

@@ -195,6 +195,7 @@ class Guard:
             key_ratio=cfg.gaap_key_ratio,
             max_generations=cfg.gaap_max_generations,
             max_population=cfg.gaap_max_population,
+            pairs_per_generation=cfg.gaap_pairs_per_generation,
             delta=cfg.gaap_delta,
             min_fidelity=cfg.gaap_min_fidelity,
             protected=cfg.gaap_protected,

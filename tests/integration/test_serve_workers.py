@@ -10,6 +10,7 @@ for a few seconds after its calls).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -17,7 +18,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -47,27 +50,46 @@ async def burst(url: str, size: int) -> list[httpx.Response]:
         )
 
 
-@pytest.mark.slow
-def test_two_workers_both_serve_and_stop_with_the_command(tmp_path: Path) -> None:
+@dataclass
+class TwoWorkers:
+    """``uq-guard serve --workers 2`` at light settings in front of a scripted upstream."""
+
+    upstream: ScriptedUpstream
+    process: subprocess.Popen[bytes]
+    url: str
+    port: int
+    workers: list[psutil.Process]
+
+
+@contextlib.contextmanager
+def two_workers(tmp_path: Path, delay_s: float) -> Iterator[TwoWorkers]:
     options = ["--workers", "2", "--max-active-requests", "8", "--max-queue", "8"]
     options += [f"--set={s}" for s in LIGHT]
-    with ScriptedUpstream(honour_n=False, delay_s=0.2) as upstream:
+    with ScriptedUpstream(honour_n=False, delay_s=delay_s) as upstream:
         process, url = start_serve(
             ["--upstream", upstream.base_url, *options], tmp_path / "serve.log"
         )
         try:
-            serve = psutil.Process(process.pid)
-            workers = workers_of(serve, int(url.rpartition(":")[2]))
-            responses: list[httpx.Response] = []
-            served: set[int] = set()
-            for _ in range(5):  # the kernel picks the worker of each connection
-                responses += asyncio.run(burst(url, 8))
-                served |= {w.pid for w in workers if calls_upstream(w, upstream.port)}
-                if len(served) == 2:
-                    break
+            port = int(url.rpartition(":")[2])
+            workers = workers_of(psutil.Process(process.pid), port)
+            yield TwoWorkers(upstream, process, url, port, workers)
         finally:
-            status = stop_serve(process)
-    assert len(workers) == 2 and serve.pid not in {w.pid for w in workers}
+            stop_serve(process)
+
+
+@pytest.mark.slow
+def test_two_workers_both_serve_and_stop_with_the_command(tmp_path: Path) -> None:
+    with two_workers(tmp_path, delay_s=0.2) as serving:
+        workers = serving.workers
+        responses: list[httpx.Response] = []
+        served: set[int] = set()
+        for _ in range(5):  # the kernel picks the worker of each connection
+            responses += asyncio.run(burst(serving.url, 8))
+            served |= {w.pid for w in workers if calls_upstream(w, serving.upstream.port)}
+            if len(served) == 2:
+                break
+        status = stop_serve(serving.process)
+    assert len(workers) == 2 and serving.process.pid not in {w.pid for w in workers}
     assert [r.status_code for r in responses] == [200] * len(responses)
     assert all(r.json()["uncertainty"]["n_samples"] == 3 for r in responses)
     assert served == {w.pid for w in workers}
@@ -173,24 +195,13 @@ def held_after_closing(
 @pytest.mark.slow
 @pytest.mark.skipif(not balances_connections(), reason="SO_REUSEPORT spreads on Linux only")
 def test_a_worker_above_its_share_closes_connections_after_answering(tmp_path: Path) -> None:
-    options = ["--workers", "2", "--max-active-requests", "8", "--max-queue", "8"]
-    options += [f"--set={s}" for s in LIGHT]
-    with ScriptedUpstream(honour_n=False, delay_s=0.5) as upstream:
-        process, url = start_serve(
-            ["--upstream", upstream.base_url, *options], tmp_path / "serve.log"
-        )
-        try:
-            serve = psutil.Process(process.pid)
-            port = int(url.rpartition(":")[2])
-            workers = workers_of(serve, port)
-            crowded = connections_by_worker("127.0.0.1", port, workers, wanted=6)
-            with ThreadPoolExecutor(len(crowded)) as pool:  # 6 in flight on one worker
-                answers = list(pool.map(ask, crowded))
-            closing = [p for _, header, p in answers if header == "close"]
-            kept = [p for _, header, p in answers if header != "close"]
-            held = held_after_closing(workers, closing, kept)
-        finally:
-            stop_serve(process)
+    with two_workers(tmp_path, delay_s=0.5) as serving:
+        crowded = connections_by_worker("127.0.0.1", serving.port, serving.workers, wanted=6)
+        with ThreadPoolExecutor(len(crowded)) as pool:  # 6 in flight on one worker
+            answers = list(pool.map(ask, crowded))
+        closing = [p for _, header, p in answers if header == "close"]
+        kept = [p for _, header, p in answers if header != "close"]
+        held = held_after_closing(serving.workers, closing, kept)
     assert [status for status, _, _ in answers] == [200] * 6
     # with the other worker idle, a worker is over its share while it holds 2 or more
     assert len(closing) >= 5

@@ -399,3 +399,29 @@ async def test_gaap_plus_paraphrase_mixes_both(embedder) -> None:
     assert len(backend.requests_of("paraphrase")) == 1
     assert report.perturbations[2:] == paraphrases
     assert report.n_perturbations_real == 4 and report.perturbation_lexicon == "user"
+
+
+@needs_wordnet
+async def test_fewer_crossovers_a_generation_embed_fewer_prompts(embedder) -> None:
+    spent = {}
+    for pairs in (4, 2):
+        counting = CountingEmbedder(embedder)
+        guard = Guard(
+            FakeBackend("Paris."),
+            embedder=counting,
+            n_perturbations=4,
+            n_samples=1,
+            gaap_lexicon="wordnet",
+            gaap_pairs_per_generation=pairs,
+        )
+        report = (await guard.arun(NQ_QUESTION)).report
+        assert report.n_perturbations_real == 4
+        spent[pairs] = counting.texts
+    assert spent[2] < spent[4]
+
+
+def test_crossovers_a_generation_are_a_positive_count() -> None:
+    from uq_guard import ConfigurationError, GuardConfig
+
+    with pytest.raises(ConfigurationError, match="gaap_pairs_per_generation"):
+        GuardConfig(gaap_pairs_per_generation=0)
