@@ -22,12 +22,15 @@ m = 9 perturbations; the table reports, per method:
   below 0.5 (they have usually drifted off topic: "where does the last name
   galvez come from" -> "where does the concluding title come from");
 * **full set**: share of questions that got m real, distinct perturbations;
+* **texts**: prompts the perturber asked the embedder for, per question
+  (what a new question costs; cached or not);
 * **s/prompt**: wall time per question (model load excluded, embeddings
   cached across methods, so the first method pays the embedder warm-up).
 
 Methods: ``gaap`` (the default: GAAP with WordNet synonyms of the sense that
 fits, answer words protected, meaning-neutral frames; no model call),
-``gaap-words`` (the same without the frames), ``gaap-paper`` (the published
+``gaap-4pairs`` (the same with 4 crossovers a generation, the default
+before 2026-12), ``gaap-words`` (the same without the frames), ``gaap-paper`` (the published
 GAAP: any WordNet sense, hypernyms, hyponyms, deletion), ``gaap-model``
 (GAAP with the SmolLM2 model lexicon: one call per question), ``paraphrase``
 (SmolLM2 asked for 9 paraphrases: one call per question).
@@ -68,8 +71,8 @@ DATA = {
     "countries": HERE / "datasets" / "countries.jsonl",
     "arithmetic": HERE / "datasets" / "arithmetic.jsonl",
 }
-METHODS = ("gaap", "gaap-words", "gaap-paper", "gaap-model", "paraphrase")
-MODEL_FREE = ("gaap", "gaap-words", "gaap-paper")
+METHODS = ("gaap", "gaap-4pairs", "gaap-words", "gaap-paper", "gaap-model", "paraphrase")
+MODEL_FREE = ("gaap", "gaap-4pairs", "gaap-words", "gaap-paper")
 M = 9
 
 _OPERATIONS = {
@@ -106,6 +109,9 @@ def asks_the_same(question: str, variant: str) -> bool | None:
 def perturber_for(method: str, embedder, model, min_fidelity: float = 0.5) -> Perturber:
     if method == "gaap":
         return GAAPPerturber(embedder, WordNetLexicon(embedder=embedder, sense="context"))
+    if method == "gaap-4pairs":
+        lexicon = WordNetLexicon(embedder=embedder, sense="context")
+        return GAAPPerturber(embedder, lexicon, pairs_per_generation=4)
     if method == "gaap-words":
         lexicon = WordNetLexicon(embedder=embedder, sense="context")
         return GAAPPerturber(embedder, lexicon, frames=False)
@@ -136,10 +142,22 @@ def quality(embedder, question: str, result: PerturbationResult) -> tuple[float,
     return fidelity, float(np.mean(1.0 - cosines[pairs])), list(to_original)
 
 
+class CountingTexts:
+    """An embedder that counts the texts it is asked for (cache hits included)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.texts = inner, 0
+
+    def encode(self, texts):
+        self.texts += len(texts)
+        return self.inner.encode(texts)
+
+
 async def bench(
     method: str, questions: list[str], embedder, model, min_fidelity: float = 0.5
 ) -> dict:
-    perturber = perturber_for(method, embedder, model, min_fidelity)
+    counting = CountingTexts(embedder)
+    perturber = perturber_for(method, counting, model, min_fidelity)
     fidelities, diversities, seconds, full, calls, cosines = [], [], [], 0, 0, []
     same: list[bool] = []
     for question in questions:
@@ -171,6 +189,7 @@ async def bench(
         "s_per_prompt": statistics.fmean(seconds),
         "s_median": statistics.median(seconds),
         "calls_per_prompt": calls / len(questions),
+        "texts": counting.texts / len(questions),
     }
 
 
@@ -178,13 +197,14 @@ def print_table(rows: list[dict]) -> None:
     print(
         f"\n{'method':<18} {'questions':>9} {'changed':>8} {'fidelity':>9} {'diversity':>9} "
         f"{'cos<0.5':>8} "
-        f"{'full set':>9} {'s/prompt':>9} {'median s':>9} {'calls':>6}"
+        f"{'full set':>9} {'texts':>6} {'s/prompt':>9} {'median s':>9} {'calls':>6}"
     )
     for row in rows:
         print(
             f"{row['method']:<18} {row['n']:>9} {row['changed']:>8.1%} {row['fidelity']:>9.3f} "
             f"{row['diversity']:>9.3f} "
-            f"{row['drift']:>8.1%} {row['full']:>9.1%} {row['s_per_prompt']:>9.3f} "
+            f"{row['drift']:>8.1%} {row['full']:>9.1%} {row['texts']:>6.1f} "
+            f"{row['s_per_prompt']:>9.3f} "
             f"{row['s_median']:>9.3f} {row['calls_per_prompt']:>6.1f}"
         )
 

@@ -145,14 +145,16 @@ def run_one(
     options += ["--max-request-concurrency", str(concurrency)]
     options += ["--max-active-requests", str(args.max_active_requests)]
     options += ["--max-queue", str(args.max_queue)]
+    options += [f"--set={setting}" for setting in args.set]
     with tempfile.TemporaryDirectory() as folder:
         log = Path(folder) / "serve.log"
         process, url = start_serve(options, log, verbose=False)
         try:
             serve = psutil.Process(process.pid)
-            listening = workers_of(serve, int(url.rpartition(":")[2]), workers, timeout_s=180)
-            if len(listening) < workers:  # /health answers once the first one listens
-                raise RuntimeError(f"{len(listening)} of {workers} workers listen after 180 s")
+            if workers > 1:  # /health answers once the first worker listens
+                listening = workers_of(serve, int(url.rpartition(":")[2]), workers, 180)
+                if len(listening) < workers:
+                    raise RuntimeError(f"{len(listening)} of {workers} workers listen after 180 s")
             counters: list[tuple[tuple[int, int], dict[int, float], float, float]] = []
 
             def read_counters() -> None:
@@ -227,6 +229,13 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=1000)
     parser.add_argument("--data", type=Path, default=NQ_OPEN_DEV)
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a guard setting for uq-guard serve (repeatable; default: none, the defaults)",
+    )
+    parser.add_argument(
         "--honour-n",
         action="store_true",
         help="the upstream returns n choices a call, as vLLM and OpenAI do "
@@ -262,7 +271,8 @@ def main() -> None:
         f"{args.clients} closed-loop clients for {args.seconds:.0f} s, after "
         f"{args.warmup:.0f} s untimed on the same connections, against `uq-guard serve` "
         "(a process of its own) at the default guard settings (GAAP, the default embedder, "
-        f"10 prompts × 5 samples), in front of an upstream in another process that takes "
+        f"10 prompts × 5 samples{''.join(', ' + x for x in args.set)}), "
+        "in front of an upstream in another process that takes "
         f"{DELAY_S * 1000:.0f} ms a request and "
         + ("returns `n` choices a call" if args.honour_n else "ignores `n`")
         + " (answers drawn at random from "

@@ -204,7 +204,7 @@ class PerturbationSettings(_Settings):
     gaap_max_generations: int = Field(8, ge=0, le=100, description="Generations at most.")
     gaap_max_population: int = Field(64, ge=1, le=10_000, description="Population cap.")
     gaap_pairs_per_generation: int = Field(
-        4,
+        2,
         ge=1,
         le=1_000,
         description="Crossovers per generation: each makes 2 children and 2 mutants, "

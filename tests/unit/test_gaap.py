@@ -404,7 +404,7 @@ async def test_gaap_plus_paraphrase_mixes_both(embedder) -> None:
 @needs_wordnet
 async def test_fewer_crossovers_a_generation_embed_fewer_prompts(embedder) -> None:
     spent = {}
-    for pairs in (4, 2):
+    for pairs in (4, 2):  # 2, the default
         counting = CountingEmbedder(embedder)
         guard = Guard(
             FakeBackend("Paris."),
