@@ -49,6 +49,7 @@ VARIANTS = {
     "m8": {"n_perturbations": 8},
     "again": {},
     "pairs2": {"gaap_pairs_per_generation": 2},
+    "pairs4": {"gaap_pairs_per_generation": 4},
 }
 SHOWN = ("inv_entropy", GUARD_CONFIDENCE, "reply_agreement", "degree")
 
@@ -107,8 +108,8 @@ def main() -> int:
         default=["paper"],
         help="runs beside the default: paper = the published GAAP, words = GAAP without "
         "frames, m6 / m8 = the default GAAP with 6 or 8 perturbations, again = the default "
-        "GAAP drawn anew by this checkout, pairs2 = the default GAAP with 2 crossovers a "
-        "generation instead of 4",
+        "GAAP drawn anew by this checkout, pairs2 / pairs4 = the default GAAP with 2 / 4 "
+        "crossovers a generation (2 is the default since 2026-12)",
     )
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument(
