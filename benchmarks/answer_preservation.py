@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from uq_guard import GuardConfig
+from uq_guard import GuardConfig, UndefinedMetricError
 from uq_guard.evaluation.methods import LABEL_FREE_CONFIDENCE, confidence_of
+from uq_guard.evaluation.metrics import paired_difference_ci
 from uq_guard.evaluation.records import EvalRecord, load_questions, read_records
 from uq_guard.evaluation.report import GUARD_CONFIDENCE, method_signal
 from uq_guard.evaluation.runner import make_backend, run_eval
@@ -69,28 +70,20 @@ def paired_difference(
     base: list[EvalRecord], other: list[EvalRecord], method: str, n_resamples: int
 ) -> str:
     """``other``'s AUROC minus ``base``'s on the questions both scored, with a paired
-    95% bootstrap interval (questions resampled together): ``-0.004 [-0.031, +0.022]``.
+    95% bootstrap interval: ``-0.004 [-0.031, +0.022] (n=400)``.
     """
-    from sklearn.metrics import roc_auc_score
-
-    mine = {r.id: (confidence_of(r, method), bool(r.correct)) for r in base}
     theirs = {r.id: confidence_of(r, method) for r in other}
-    ids = [i for i in mine if mine[i][0] is not None and theirs.get(i) is not None]
-    a = np.array([mine[i][0] for i in ids], dtype=float)
-    b = np.array([theirs[i] for i in ids], dtype=float)
-    y = np.array([mine[i][1] for i in ids], dtype=bool)
-    if y.all() or not y.any():
+    pairs = [
+        (theirs[r.id], mine, bool(r.correct))
+        for r in base
+        if (mine := confidence_of(r, method)) is not None and theirs.get(r.id) is not None
+    ]
+    conf, baseline, correct = (np.array(column) for column in zip(*pairs, strict=True))
+    try:
+        delta = paired_difference_ci(conf, baseline, correct, n_resamples=n_resamples)
+    except UndefinedMetricError:
         return "undefined (one class only)"
-    rng = np.random.default_rng(0)
-    deltas = []
-    for _ in range(n_resamples):
-        pick = rng.integers(0, len(ids), len(ids))
-        if y[pick].all() or not y[pick].any():
-            continue
-        deltas.append(roc_auc_score(y[pick], b[pick]) - roc_auc_score(y[pick], a[pick]))
-    low, high = np.percentile(deltas, [2.5, 97.5])
-    delta = roc_auc_score(y, b) - roc_auc_score(y, a)
-    return f"{delta:+.3f} [{low:+.3f}, {high:+.3f}] (n={len(ids)})"
+    return f"{delta.estimate:+.3f} [{delta.low:+.3f}, {delta.high:+.3f}] (n={len(pairs)})"
 
 
 def main() -> int:

@@ -20,6 +20,7 @@ from uq_guard.evaluation import (
     ece,
     evaluate,
     isotonic_brier,
+    paired_difference_ci,
     prr,
     risk_coverage_curve,
     smooth_ece,
@@ -305,6 +306,30 @@ def test_bootstrap_options_and_errors() -> None:
         bootstrap_ci(conf, correct, "auroc", level=1.5)
     with pytest.raises(UndefinedMetricError):
         bootstrap_ci(conf, np.ones(50), "auroc")
+
+
+def test_paired_difference_resamples_the_same_questions_for_both_scores() -> None:
+    conf, correct = noisy(n=80)
+    rng = np.random.default_rng(5)
+    other = conf + rng.normal(0, 0.3, size=80)
+    interval = paired_difference_ci(other, conf, correct, n_resamples=200, seed=3)
+
+    assert interval.estimate == pytest.approx(
+        roc_auc_score(correct, other) - roc_auc_score(correct, conf)
+    )
+    indices = np.random.default_rng(3).integers(0, 80, size=(200, 80))
+    values = [
+        roc_auc_score(correct[i], other[i]) - roc_auc_score(correct[i], conf[i])
+        for i in indices
+        if 0 < correct[i].sum() < 80
+    ]
+    np.testing.assert_allclose([interval.low, interval.high], np.quantile(values, [0.025, 0.975]))
+    same = paired_difference_ci(conf, conf, correct, n_resamples=100)
+    assert same.estimate == same.low == same.high == 0.0  # a score against itself: no spread
+    with pytest.raises(ConfigurationError, match="unknown metric"):
+        paired_difference_ci(conf, other, correct, "f1")
+    with pytest.raises(UndefinedMetricError):
+        paired_difference_ci(conf, other, np.ones(80))
 
 
 def test_evaluate_tabulates_every_metric_and_says_what_is_undefined() -> None:

@@ -76,6 +76,7 @@ __all__ = [
     "ece",
     "evaluate",
     "isotonic_brier",
+    "paired_difference_ci",
     "prr",
     "risk_coverage_curve",
     "smooth_ece",
@@ -154,6 +155,45 @@ METRICS: dict[str, Callable[..., float]] = {
 _OPTIONS = {"brier": ("n_folds", "seed"), "ece": ("n_bins",), "smooth_ece": ("grid",)}
 
 
+def _check_bootstrap(metric: str, options: dict[str, Any], level: float, n_resamples: int) -> None:
+    if metric not in METRICS:
+        raise ConfigurationError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    unknown = set(options) - set(_OPTIONS.get(metric, ()))
+    if unknown:
+        raise ConfigurationError(f"metric {metric!r} takes no option(s) {sorted(unknown)}")
+    if not 0.0 < level < 1.0:
+        raise ConfigurationError(f"level must be in (0, 1), got {level}")
+    if n_resamples < 0:
+        raise ConfigurationError(f"n_resamples must be >= 0, got {n_resamples}")
+
+
+def _percentile_interval(
+    estimate: float,
+    rows: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    metric: str,
+    n_resamples: int,
+    level: float,
+    seed: int,
+) -> Interval:
+    """``rows`` (a value per row of resampled indices of ``n`` questions) over
+    ``n_resamples`` resamples, drawn in chunks; the resamples where it is NaN are left out."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _ROWS_PER_CHUNK_CELLS // n)
+    values = np.concatenate(
+        [
+            rows(rng.integers(0, n, size=(min(chunk, n_resamples - start), n)))
+            for start in range(0, n_resamples, chunk)
+        ]
+    )
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        raise UndefinedMetricError(f"{metric} is undefined on every one of {n_resamples} resamples")
+    tail = (1.0 - level) / 2
+    low, high = np.quantile(values, [tail, 1.0 - tail])
+    return Interval(estimate, float(low), float(high), level, n_resamples, int(values.size))
+
+
 def bootstrap_ci(
     confidence: Any,
     correct: Any,
@@ -181,36 +221,48 @@ def bootstrap_ci(
         UndefinedMetricError: the metric is undefined on the data, or on every resample.
         ConfigurationError: bad input, unknown metric or option.
     """
-    if metric not in METRICS:
-        raise ConfigurationError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-    unknown = set(options) - set(_OPTIONS.get(metric, ()))
-    if unknown:
-        raise ConfigurationError(f"metric {metric!r} takes no option(s) {sorted(unknown)}")
-    if not 0.0 < level < 1.0:
-        raise ConfigurationError(f"level must be in (0, 1), got {level}")
-    if n_resamples < 0:
-        raise ConfigurationError(f"n_resamples must be >= 0, got {n_resamples}")
+    _check_bootstrap(metric, options, level, n_resamples)
     point_options = {**options, "seed": seed} if metric == "brier" else options
     estimate = METRICS[metric](confidence, correct, **point_options)
     if n_resamples == 0:
         return Interval(estimate, estimate, estimate, level, 0, 0)
-
     conf, corr = as_pair(confidence, correct, graded=metric == "prr")
     rows = _batched(metric, conf, corr, **point_options)
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _ROWS_PER_CHUNK_CELLS // conf.size)
-    values = np.concatenate(
-        [
-            rows(rng.integers(0, conf.size, size=(min(chunk, n_resamples - start), conf.size)))
-            for start in range(0, n_resamples, chunk)
-        ]
+    return _percentile_interval(estimate, rows, conf.size, metric, n_resamples, level, seed)
+
+
+def paired_difference_ci(
+    confidence: Any,
+    baseline: Any,
+    correct: Any,
+    metric: str = "auroc",
+    *,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    **options: Any,
+) -> Interval:
+    """``metric`` of ``confidence`` minus ``metric`` of ``baseline`` on the same answers,
+    with a paired percentile bootstrap interval: each resample draws the same questions
+    for both scores, so what the two share (the questions' difficulty) cancels out.
+
+    Args and raises as for :func:`bootstrap_ci`; ``baseline`` is a second
+    confidence score of the same answers.
+    """
+    _check_bootstrap(metric, options, level, n_resamples)
+    point_options = {**options, "seed": seed} if metric == "brier" else options
+    estimate = METRICS[metric](confidence, correct, **point_options) - METRICS[metric](
+        baseline, correct, **point_options
     )
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        raise UndefinedMetricError(f"{metric} is undefined on every one of {n_resamples} resamples")
-    tail = (1.0 - level) / 2
-    low, high = np.quantile(values, [tail, 1.0 - tail])
-    return Interval(estimate, float(low), float(high), level, n_resamples, int(values.size))
+    if n_resamples == 0:
+        return Interval(estimate, estimate, estimate, level, 0, 0)
+    conf, corr = as_pair(confidence, correct, graded=metric == "prr")
+    base, _ = as_pair(baseline, correct, graded=metric == "prr")
+    ours = _batched(metric, conf, corr, **point_options)
+    theirs = _batched(metric, base, corr, **point_options)
+    return _percentile_interval(
+        estimate, lambda idx: ours(idx) - theirs(idx), conf.size, metric, n_resamples, level, seed
+    )
 
 
 @dataclass
