@@ -122,8 +122,7 @@ async def closed_loop_load(
     import httpx
 
     result = LoadResult()
-    begin = time.perf_counter()
-    timed_from = begin + warmup_s
+    timed_from = time.perf_counter() + warmup_s
     deadline = timed_from + seconds
 
     async def timing() -> None:

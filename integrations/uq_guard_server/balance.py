@@ -91,9 +91,8 @@ class WorkerLoads:
     def claim(self, pid: int | None = None) -> WorkerSlot | None:
         """A free row for ``pid`` (default: this process), else one whose process is gone.
 
-        None when every row is held by a running process.
-
-        The row is given back when the process exits.
+        None when every row is held by a running process. A row claimed for
+        this process is given back when it exits.
         """
         pid = os.getpid() if pid is None else pid
         values = self.table.get_obj()
@@ -108,7 +107,8 @@ class WorkerLoads:
             values[row + _PID] = pid
             values[row + _IN_FLIGHT] = 0
         slot = WorkerSlot(self.table, row // _ROW)
-        atexit.register(slot.release)
+        if pid == os.getpid():
+            atexit.register(slot.release)
         return slot
 
 

@@ -45,9 +45,10 @@ Choices the paper leaves open, made here:
   edits and defeat drawing across generations (roulette selection already
   favours fidelity).
 * Each generation selects ``2 * pairs_per_generation`` parents (default 4):
-  every new variant costs an embedding, and this keeps a run of a
-  question near fifty short texts (73 with 4 pairs: the same AUROC on the
-  dev sets, ``benchmarks/results/default/gaap-pairs.md``).
+  every new variant costs an embedding, and a new NQ-Open question then
+  costs about 71 embedded texts, against 97 with 4 pairs
+  (``benchmarks/results/performance/gaap_texts.md``), with no systematic
+  AUROC cost on four question sets (``benchmarks/results/default/gaap-pairs.md``).
 * Fitness is rounded to 6 decimals so that the last-bit differences of
   batched float arithmetic cannot change a seeded run.
 * The random generator is seeded with (seed, CRC-32 of the prompt): the same
