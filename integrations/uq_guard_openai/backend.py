@@ -315,11 +315,15 @@ class BoundCall:
         call_kwargs: the user's ``create`` arguments, ``uq_guard`` settings removed.
         endpoint: where the reply and the samples go.
         fallback: where ``policy="fallback"`` sends the question.
+        slots: this call's own cap on HTTP calls in flight, in place of the
+            one the Guard's calls share (the proxy gives each request its own:
+            see :mod:`uq_guard_server.upstream`); ``None``: the shared one.
     """
 
     call_kwargs: dict[str, Any]
     endpoint: Endpoint
     fallback: Endpoint | None = None
+    slots: ConcurrencyLimit | None = None
 
 
 # Task-local: concurrent calls through one Guard each see their own call.
@@ -344,7 +348,8 @@ class CallScopedBackend:
     through another copy of the client (``with_options``). Each
     ``generate`` therefore sends the requests through an :class:`OpenAIBackend`
     over the :class:`BoundCall` of the current context (see :func:`bind_call`),
-    under ``slots``, the cap shared by every call.
+    under ``slots``, the cap shared by every call, unless the bound call
+    brings a cap of its own.
 
     Args:
         slots: HTTP calls in flight at once, over every call of this Guard:
@@ -376,12 +381,13 @@ class CallScopedBackend:
         endpoint = call.fallback if self.fallback else call.endpoint
         if endpoint is None:
             raise RuntimeError("the bound call has no fallback endpoint")
+        slots = call.slots or self.slots
         backend = OpenAIBackend(
             endpoint,
             call.call_kwargs,
-            max_concurrency=self.slots.limit,
+            max_concurrency=slots.limit,
             timeout_s=self.timeout_s,
-            slots=self.slots,
+            slots=slots,
         )
         return await backend.generate(requests)
 

@@ -124,6 +124,7 @@ async def complete(
     endpoint: Endpoint,
     *,
     fallback: Endpoint | None = None,
+    slots: ConcurrencyLimit | None = None,
 ) -> ChatCompletion:
     """Answer one ``chat.completions.create`` call with a Guard from :func:`build_guard`.
 
@@ -133,6 +134,8 @@ async def complete(
             no ``stream``.
         endpoint: where the reply and the samples go.
         fallback: where ``policy="fallback"`` sends the question.
+        slots: this call's own cap on HTTP calls in flight; by default the
+            Guard's, shared with its other calls.
 
     Raises:
         openai.OpenAIError: the reply itself failed; the SDK's own exception,
@@ -145,7 +148,7 @@ async def complete(
     kwargs = {**call_kwargs, "messages": plain_messages(call_kwargs.get("messages"))}
     model = str(kwargs.get("model", ""))
     try:
-        with bind_call(BoundCall(kwargs, endpoint, fallback)):
+        with bind_call(BoundCall(kwargs, endpoint, fallback, slots)):
             result = await guard.arun(kwargs["messages"])
     except GenerationError as exc:
         if isinstance(exc.cause, openai.OpenAIError):

@@ -91,14 +91,11 @@ class ServerPolicy:
             enforced while it runs).
         max_request_tokens: completion tokens one request may ask for, the
             reply's ``max_tokens`` plus every sample's, summed.
-        max_request_concurrency: upstream calls in flight at once under one
-            Guard (a request's ``max_concurrency`` is clamped to it). Requests
-            with the same effective settings share one Guard, and so this cap:
-            it bounds their calls together, not each request's. The default,
+        max_request_concurrency: upstream calls in flight at once for one
+            request (its ``max_concurrency`` is clamped to it); a worker has
+            at most this times its requests at work in flight. The default,
             64, is the library's ``max_concurrency`` and ``max_upstream_calls``:
-            a default request (52 calls at most) goes in one round, where 8
-            held one worker to 8 calls in flight for all its requests, 0.5
-            requests/s on a 300 ms upstream that ignores ``n``
+            a default request (52 calls at most) goes in one round
             (``benchmarks/results/performance/proxy_load.md``).
         max_perturb_chars: a prompt longer than this (the messages' text,
             summed) is not perturbed: GAAP's time grows with the prompt, and

@@ -116,8 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-request-concurrency",
         type=int,
         default=policy.max_request_concurrency,
-        help="upstream calls in flight at once, shared by the requests with the same "
-        f"settings (they share one Guard) (default {policy.max_request_concurrency})",
+        help="upstream calls in flight at once for one request; a worker has at most this "
+        f"times --max-active-requests in flight (default {policy.max_request_concurrency})",
     )
     parser.add_argument(
         "--max-perturb-chars",

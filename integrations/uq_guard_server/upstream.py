@@ -13,12 +13,16 @@ Guard lifetimes: an upstream builds a :class:`~uq_guard.Guard` once per
 effective config (the server's settings plus a request's allowed
 ``uq_guard`` overrides) and keeps the last few
 (:class:`~uq_guard._guard_cache.GuardCache`, least recently used out).
-Requests with the same settings share one Guard: its calibration file is
-read once, and its ``max_concurrency`` caps their upstream calls in flight
-*together*, not each request's. Requests with other settings get a Guard of
-their own, so at most ``max_guards`` caps coexist, and the admission queue
-bounds the requests at work: never more in flight than one cap per request
-at work, the bound before Guards were shared.
+Requests with the same settings share one Guard (its calibration file is
+read once, its perturber's cache serves them all), but each request's
+``max_concurrency`` caps that request's upstream calls in flight, not theirs
+together: a worker has at most ``max_concurrency`` times its requests at
+work in flight (the admission limit bounds those). One cap shared by every
+request held a worker to 64 calls in flight, waves of them once two default
+requests (51 calls each in front of an upstream that ignores ``n``) met:
+3.87 requests/s from one worker where a cap per request serves 7.10
+(``benchmarks/results/performance/proxy_load_shared_cap.md`` and
+``proxy_load.md`` beside it).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from uq_guard_openai.completion import (
 )
 
 from uq_guard._guard_cache import GuardCache, config_key
+from uq_guard._limits import ConcurrencyLimit
 from uq_guard._messages import normalize_messages
 from uq_guard.backend import GenerationRequest
 from uq_guard.config import GuardConfig
@@ -155,7 +160,8 @@ class OpenAIUpstream:
             config_key(config),
             lambda: build_guard(config, with_fallback=self.fallback_model is not None),
         )
-        return await complete(guard, kwargs, endpoint, fallback=fallback)
+        slots = ConcurrencyLimit(config.max_concurrency)  # this request's own cap
+        return await complete(guard, kwargs, endpoint, fallback=fallback, slots=slots)
 
     async def aclose(self) -> None:
         await self.client.close()

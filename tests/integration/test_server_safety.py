@@ -157,6 +157,30 @@ def test_one_request_keeps_to_the_concurrency_cap() -> None:
     assert len(slow.bodies) == 5 and slow.max_in_flight == 1
 
 
+def test_each_request_has_its_own_concurrency_cap() -> None:
+    # Two requests with the same settings share one Guard, not its cap: 2 + 2 in flight.
+    policy = ServerPolicy(max_request_concurrency=2)
+    with (
+        ScriptedUpstream(honour_n=False, delay_s=0.3) as slow,
+        proxy(slow.base_url, policy=policy, max_active_requests=2) as url,
+    ):
+        statuses: list[int] = []
+        requests = [
+            threading.Thread(
+                target=lambda: statuses.append(
+                    post(url, chat(uq_guard={"n_samples": 4})).status_code
+                )
+            )
+            for _ in range(2)
+        ]
+        for request in requests:
+            request.start()
+        for request in requests:
+            request.join()
+    assert statuses == [200, 200]
+    assert len(slow.bodies) == 10 and slow.max_in_flight == 4
+
+
 def test_a_long_prompt_is_sampled_but_not_perturbed(upstream: ScriptedUpstream) -> None:
     guard = SMALL.model_copy(update={"n_perturbations": 2, "perturbation": "gaap"})
     policy = ServerPolicy(max_perturb_chars=200)
