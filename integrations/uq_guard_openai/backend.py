@@ -381,7 +381,7 @@ class CallScopedBackend:
         endpoint = call.fallback if self.fallback else call.endpoint
         if endpoint is None:
             raise RuntimeError("the bound call has no fallback endpoint")
-        slots = call.slots or self.slots
+        slots = self.slots if call.slots is None else call.slots
         backend = OpenAIBackend(
             endpoint,
             call.call_kwargs,
