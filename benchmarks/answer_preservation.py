@@ -78,6 +78,8 @@ def paired_difference(
         for r in base
         if (mine := confidence_of(r, method)) is not None and theirs.get(r.id) is not None
     ]
+    if not pairs:
+        return "n/a (no question scored by both)"
     conf, baseline, correct = (np.array(column) for column in zip(*pairs, strict=True))
     try:
         delta = paired_difference_ci(conf, baseline, correct, n_resamples=n_resamples)

@@ -155,7 +155,10 @@ METRICS: dict[str, Callable[..., float]] = {
 _OPTIONS = {"brier": ("n_folds", "seed"), "ece": ("n_bins",), "smooth_ece": ("grid",)}
 
 
-def _check_bootstrap(metric: str, options: dict[str, Any], level: float, n_resamples: int) -> None:
+def _point_options(
+    metric: str, options: dict[str, Any], level: float, n_resamples: int, seed: int
+) -> dict[str, Any]:
+    """Check a bootstrap's arguments; the options of ``metric``'s point estimate."""
     if metric not in METRICS:
         raise ConfigurationError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     unknown = set(options) - set(_OPTIONS.get(metric, ()))
@@ -165,6 +168,7 @@ def _check_bootstrap(metric: str, options: dict[str, Any], level: float, n_resam
         raise ConfigurationError(f"level must be in (0, 1), got {level}")
     if n_resamples < 0:
         raise ConfigurationError(f"n_resamples must be >= 0, got {n_resamples}")
+    return {**options, "seed": seed} if metric == "brier" else options
 
 
 def _percentile_interval(
@@ -221,10 +225,9 @@ def bootstrap_ci(
         UndefinedMetricError: the metric is undefined on the data, or on every resample.
         ConfigurationError: bad input, unknown metric or option.
     """
-    _check_bootstrap(metric, options, level, n_resamples)
-    point_options = {**options, "seed": seed} if metric == "brier" else options
+    point_options = _point_options(metric, options, level, n_resamples, seed)
     estimate = METRICS[metric](confidence, correct, **point_options)
-    if n_resamples == 0:
+    if n_resamples == 0:  # no resampled rows to prepare (brier's fit, smooth_ece's bandwidth)
         return Interval(estimate, estimate, estimate, level, 0, 0)
     conf, corr = as_pair(confidence, correct, graded=metric == "prr")
     rows = _batched(metric, conf, corr, **point_options)
@@ -249,8 +252,7 @@ def paired_difference_ci(
     Args and raises as for :func:`bootstrap_ci`; ``baseline`` is a second
     confidence score of the same answers.
     """
-    _check_bootstrap(metric, options, level, n_resamples)
-    point_options = {**options, "seed": seed} if metric == "brier" else options
+    point_options = _point_options(metric, options, level, n_resamples, seed)
     estimate = METRICS[metric](confidence, correct, **point_options) - METRICS[metric](
         baseline, correct, **point_options
     )
